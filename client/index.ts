@@ -1,0 +1,358 @@
+// The dtx client: one Unix-socket connection to this service's sidecar, pipelined msgpack frames.
+// No transaction logic lives here; every decision is the sidecar's.
+import type { Socket } from "bun";
+import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
+import { encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
+import type { WireError } from "../src/protocol/errors.ts";
+import type { ClientOp, ClientRequest, TxnState } from "../src/protocol/messages.ts";
+import { DtxClientError, errorFromWire, OutcomeUnknownError, ProtocolError } from "./errors.ts";
+
+export * from "./errors.ts";
+
+type Args<Op extends ClientOp> = Omit<Extract<ClientRequest, { op: Op }>, "id" | "op">;
+type Reply = Record<string, unknown>;
+export type Protocol = "2pc" | "saga";
+
+export type ConnectOptions = { socket?: string; reconnect?: boolean; connectTimeoutMs?: number };
+export type BeginOptions = Omit<Args<"begin">, "name">;
+export type ListOptions = Args<"list">;
+export type PrepareResult = { name: string; state: "prepared"; protocol: Protocol };
+export type CommitResult = { name: string; outcome: "committed"; protocol: Protocol; pending: string[] };
+export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: Protocol };
+export type StatusResult = {
+  name: string;
+  state: TxnState;
+  protocol: Protocol;
+  participants: Record<string, unknown>[];
+  timestamps: Record<string, number>;
+  error?: WireError;
+};
+export type TransactionSummary = { name: string; state: TxnState; protocol: Protocol } & Record<string, unknown>;
+
+/** One branch of a transaction, usable only while its callback runs. */
+export interface Tx {
+  readonly name: string;
+  readonly branch: string;
+  /** Token another service passes to `join` to enlist in this transaction. */
+  readonly context: string;
+  put(key: string, value: unknown): Promise<void>;
+  get<T = unknown>(key: string): Promise<T | undefined>;
+  delete(key: string): Promise<void>;
+}
+
+export interface Client {
+  beginDistributed(name: string, fn: (tx: Tx) => unknown, opts?: BeginOptions): Promise<PrepareResult>;
+  join<T>(token: string, fn: (tx: Tx) => T | Promise<T>): Promise<T>;
+  commitDistributed(name: string): Promise<CommitResult>;
+  rollbackDistributed(name: string): Promise<RollbackResult>;
+  status(name: string): Promise<StatusResult>;
+  list(opts?: ListOptions): Promise<TransactionSummary[]>;
+  /** The committed value of `key` in this sidecar's store, outside any transaction. */
+  get<T = unknown>(key: string): Promise<T | undefined>;
+  close(): void;
+}
+
+// A commit, rollback or prepare cut off mid-flight may have taken effect: its caller must ask `status`.
+const outcomeOps: ReadonlySet<string> = new Set(["commit", "rollback", "prepare"]);
+const reasonLengthMax = 1000;
+const backoffMinMs = 20;
+const backoffMaxMs = 500;
+
+interface Pending {
+  op: string;
+  name?: string;
+  resolve(reply: Reply): void;
+  reject(error: Error): void;
+}
+
+interface Conn {
+  socket?: Socket<undefined>;
+  decoder: FrameDecoder;
+  pending: Map<number, Pending>;
+  out: Uint8Array[]; // frames written this tick, or a remainder the kernel has not taken yet
+  flushQueued: boolean;
+  draining: boolean; // the last write was short; wait for `drain`
+  slotWaiters: (() => void)[]; // requests waiting for requestsInFlightPerConnMax to allow them
+  lost?: DtxClientError;
+}
+
+export async function connect(opts: ConnectOptions = {}): Promise<Client> {
+  const path = opts.socket ?? process.env.DTX_SOCKET ?? "./.dtx/sidecar.sock";
+  const reconnect = opts.reconnect !== false;
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
+  let nextId = 1;
+  let conn: Conn | undefined;
+  let connecting: Promise<Conn> | undefined;
+  let closed = false;
+
+  const closedError = () => new ProtocolError("CLIENT_CLOSED", "the dtx client was closed; connect() again");
+
+  function lose(c: Conn, error: DtxClientError): void {
+    if (c.lost) return;
+    c.lost = error;
+    c.out = [];
+    for (const p of c.pending.values()) {
+      p.reject(
+        outcomeOps.has(p.op)
+          ? new OutcomeUnknownError(
+              `${p.op} of ${p.name} was cut off before its reply arrived (${error.message}); read the outcome with status(${JSON.stringify(p.name)})`,
+              { cause: error },
+            )
+          : error,
+      );
+    }
+    c.pending.clear();
+    for (const wake of c.slotWaiters.splice(0)) wake();
+  }
+
+  function breakConn(c: Conn, error: DtxClientError): void {
+    lose(c, error);
+    c.socket?.terminate();
+  }
+
+  function flush(c: Conn): void {
+    c.flushQueued = false;
+    if (c.lost || c.draining || c.out.length === 0 || !c.socket) return;
+    const bytes = c.out.length === 1 ? c.out[0] : Buffer.concat(c.out);
+    const written = Math.max(0, c.socket.write(bytes));
+    c.draining = written < bytes.length;
+    c.out = c.draining ? [bytes.subarray(written)] : [];
+  }
+
+  function send<Op extends ClientOp>(c: Conn, op: Op, args: Args<Op>): Promise<Reply> {
+    if (c.lost) return Promise.reject(c.lost);
+    const id = nextId++;
+    const body: Record<string, unknown> = { id, op };
+    for (const [k, v] of Object.entries(args)) if (v !== undefined) body[k] = v;
+    let frame: Uint8Array;
+    try {
+      frame = encodeFrame(body);
+    } catch (e) {
+      return Promise.reject(new ProtocolError("BAD_REQUEST", `${op}: cannot encode the request: ${(e as Error).message}`));
+    }
+    if (frame.length - 4 > limits.frameBytesMax) {
+      return Promise.reject(
+        new ProtocolError("FRAME_TOO_LARGE", `${op}: request is ${frame.length - 4} bytes, over frameBytesMax (${limits.frameBytesMax})`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      c.pending.set(id, { op, name: typeof body.name === "string" ? body.name : undefined, resolve, reject });
+      c.out.push(frame);
+      if (!c.flushQueued) {
+        c.flushQueued = true;
+        queueMicrotask(() => flush(c)); // coalesce every frame written this tick into one socket write
+      }
+    });
+  }
+
+  /** Send on this connection once it has room; pipelined with everything else in flight. */
+  async function request<Op extends ClientOp>(c: Conn, op: Op, args: Args<Op>): Promise<Reply> {
+    while (c.pending.size >= limits.requestsInFlightPerConnMax && !c.lost) {
+      await new Promise<void>((wake) => c.slotWaiters.push(wake));
+    }
+    return send(c, op, args);
+  }
+
+  function onData(c: Conn, chunk: Uint8Array): void {
+    for (const event of c.decoder.push(chunk)) {
+      if (event.kind !== "body") {
+        const what = event.kind === "too_large" ? `a ${event.length}-byte frame` : `an undecodable frame (${event.error})`;
+        return breakConn(c, new ProtocolError("BAD_REPLY", `the sidecar sent ${what}`));
+      }
+      const reply = event.body as { id?: unknown; ok?: unknown; error?: unknown } | null;
+      if (typeof reply !== "object" || reply === null || typeof reply.id !== "number" || typeof reply.ok !== "boolean") {
+        return breakConn(c, new ProtocolError("BAD_REPLY", `the sidecar sent a reply without id and ok: ${JSON.stringify(reply)}`));
+      }
+      // Id 0 answers no request: the sidecar refused the connection itself (e.g. FRAME_TOO_LARGE).
+      if (reply.id === 0) return breakConn(c, errorFromWire(reply.error));
+      const p = c.pending.get(reply.id);
+      if (!p) return breakConn(c, new ProtocolError("BAD_REPLY", `the sidecar answered request ${reply.id}, which is not in flight`));
+      c.pending.delete(reply.id);
+      c.slotWaiters.shift()?.();
+      if (reply.ok) {
+        const { id: _id, ok: _ok, ...result } = reply;
+        p.resolve(result);
+      } else {
+        p.reject(errorFromWire(reply.error));
+      }
+    }
+  }
+
+  async function dial(deadline: number): Promise<Conn> {
+    const c: Conn = { decoder: new FrameDecoder(), pending: new Map(), out: [], flushQueued: false, draining: false, slotWaiters: [] };
+    c.socket = await Bun.connect({
+      unix: path,
+      socket: {
+        data: (_s, chunk) => onData(c, chunk),
+        drain: () => {
+          c.draining = false;
+          flush(c);
+        },
+        close: (_s, error) =>
+          lose(c, new ProtocolError("CONNECTION_LOST", `lost the connection to the sidecar at ${path}`, true, { cause: error })),
+        error: (_s, error) => breakConn(c, new ProtocolError("CONNECTION_LOST", `socket error: ${error.message}`, true, { cause: error })),
+      },
+    });
+    const timer = setTimeout(
+      () => breakConn(c, new ProtocolError("TIMEOUT", `the sidecar at ${path} did not answer hello within ${connectTimeoutMs} ms`, true)),
+      Math.max(0, deadline - Date.now()),
+    );
+    try {
+      await send(c, "hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
+      return c;
+    } catch (e) {
+      breakConn(c, e as DtxClientError);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Bounded retry: a sidecar that is starting or restarting gets connectTimeoutMs to accept us.
+  async function open(): Promise<Conn> {
+    const deadline = Date.now() + connectTimeoutMs;
+    for (let delay = backoffMinMs; ; delay = Math.min(delay * 2, backoffMaxMs)) {
+      let failure: unknown;
+      try {
+        const c = await dial(deadline);
+        if (!closed) return (conn = c);
+        breakConn(c, closedError());
+      } catch (e) {
+        failure = e;
+      }
+      if (closed) throw closedError();
+      if (failure instanceof DtxClientError && !failure.retryable) throw failure; // e.g. PROTOCOL_VERSION
+      if (Date.now() + delay >= deadline) {
+        const why = failure instanceof Error ? failure.message : String(failure);
+        throw new ProtocolError(
+          "CONNECTION_FAILED",
+          `could not connect to the dtx sidecar at ${path} within ${connectTimeoutMs} ms (${why}); is it running? Set DTX_SOCKET or connect({ socket })`,
+          true,
+          { cause: failure },
+        );
+      }
+      await Bun.sleep(delay);
+    }
+  }
+
+  function ready(): Promise<Conn> {
+    if (closed) return Promise.reject(closedError());
+    if (conn && !conn.lost) return Promise.resolve(conn);
+    if (conn && !reconnect) {
+      return Promise.reject(new ProtocolError("CONNECTION_LOST", `lost the connection to the sidecar at ${path} and reconnect is off; connect() again`));
+    }
+    connecting ??= open().finally(() => (connecting = undefined));
+    return connecting;
+  }
+
+  async function call<Op extends ClientOp>(op: Op, args: Args<Op>): Promise<Reply> {
+    return request(await ready(), op, args);
+  }
+
+  // A branch lives on the connection that opened it (the sidecar rolls it back if that connection
+  // drops), so its operations never move to a reconnected socket.
+  function openTx(c: Conn, name: string, branch: string, context: string) {
+    let running = true;
+    const op = <Op extends ClientOp>(o: Op, args: Args<Op>) =>
+      running
+        ? request(c, o, args)
+        : Promise.reject(new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`));
+    const tx: Tx = {
+      name,
+      branch,
+      context,
+      async put(key, value) {
+        if (value === undefined) throw new ProtocolError("BAD_REQUEST", `put ${key}: value is undefined; use tx.delete to remove a key`);
+        await op("put", { name, branch, key, value });
+      },
+      async get<T>(key: string) {
+        const r = await op("get", { name, branch, key });
+        return r.found ? (r.value as T) : undefined;
+      },
+      async delete(key) {
+        await op("delete", { name, branch, key });
+      },
+    };
+    return { tx, finish: () => void (running = false) };
+  }
+
+  await ready();
+
+  return {
+    async beginDistributed(name, fn, opts = {}) {
+      const c = await ready();
+      const begun = await request(c, "begin", { ...opts, name });
+      const { tx, finish } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
+      try {
+        await fn(tx);
+      } catch (err) {
+        finish();
+        await request(c, "rollback", { name, reason: reasonOf(err) }).catch(() => {});
+        throw err;
+      }
+      finish();
+      return (await request(c, "prepare", { name })) as PrepareResult;
+    },
+
+    async join<T>(token: string, fn: (tx: Tx) => T | Promise<T>): Promise<T> {
+      const c = await ready();
+      const joined = await request(c, "join", { token });
+      const name = text(joined, "name");
+      const branch = text(joined, "branch");
+      const { tx, finish } = openTx(c, name, branch, token);
+      let result: Awaited<T>;
+      try {
+        result = await fn(tx);
+      } catch (err) {
+        finish();
+        await request(c, "end", { name, branch, ok: false, reason: reasonOf(err) }).catch(() => {});
+        throw err;
+      }
+      finish();
+      await request(c, "end", { name, branch, ok: true });
+      return result;
+    },
+
+    async commitDistributed(name) {
+      const r = await call("commit", { name });
+      return { ...r, pending: Array.isArray(r.pending) ? r.pending : [] } as CommitResult;
+    },
+
+    async rollbackDistributed(name) {
+      return (await call("rollback", { name })) as RollbackResult;
+    },
+
+    async status(name) {
+      return (await call("status", { name })) as StatusResult;
+    },
+
+    async list(opts = {}) {
+      const r = await call("list", opts);
+      if (!Array.isArray(r.transactions)) throw new ProtocolError("BAD_REPLY", "list reply has no transactions array");
+      return r.transactions as TransactionSummary[];
+    },
+
+    async get<T>(key: string) {
+      const r = await call("get", { key });
+      return r.found ? (r.value as T) : undefined;
+    },
+
+    close() {
+      closed = true;
+      if (!conn || conn.lost) return;
+      const c = conn;
+      lose(c, closedError());
+      c.socket?.end();
+    },
+  };
+}
+
+function text(reply: Reply, field: string): string {
+  const v = reply[field];
+  if (typeof v !== "string") throw new ProtocolError("BAD_REPLY", `reply has no string field ${field}: ${JSON.stringify(reply)}`);
+  return v;
+}
+
+function reasonOf(err: unknown): string {
+  return String(err instanceof Error ? err.message : err).slice(0, reasonLengthMax);
+}

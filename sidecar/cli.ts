@@ -1,0 +1,114 @@
+#!/usr/bin/env bun
+// The dtx command: run a sidecar, or ask one about its transactions.
+import { connect } from "../client/index.ts";
+import { ConfigError, defaults, parseConfig } from "./config.ts";
+import { AlreadyRunningError } from "./exclusive.ts";
+import { startSidecar } from "./sidecar.ts";
+
+const usage = `usage:
+  dtx sidecar [--id A] [--socket ./.dtx/sidecar.sock] [--data ./.dtx/data] [--port 7400] [--host 127.0.0.1]
+              [--peer B=ws://127.0.0.1:7401 ...] [--secret-file F] [--db name=url ...] [--log-level info]
+  dtx status <name> [--socket S] [--json]
+  dtx list [--state prepared] [--socket S] [--json]
+Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
+
+/** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage, 3 cannot reach the sidecar. */
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "sidecar":
+      return runSidecar(rest);
+    case "status":
+    case "list":
+      return query(command, rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(usage);
+      return command === undefined ? 2 : 0;
+    default:
+      console.error(`dtx: unknown command "${command}"\n${usage}`);
+      return 2;
+  }
+}
+
+async function runSidecar(args: string[]): Promise<number> {
+  let sidecar;
+  try {
+    sidecar = await startSidecar(parseConfig(args));
+  } catch (e) {
+    if (e instanceof ConfigError || e instanceof AlreadyRunningError) {
+      console.error(`dtx sidecar: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  const shutdown = async (signal: string) => {
+    sidecar.log.info({ signal }, "draining");
+    await sidecar.stop();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  return new Promise<number>(() => {}); // runs until a signal
+}
+
+function takeFlag(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  if (i < 0) return undefined;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+}
+
+async function query(command: "status" | "list", args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  if (json) args.splice(args.indexOf("--json"), 1);
+  const socket = takeFlag(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
+  const state = takeFlag(args, "--state");
+  let dtx;
+  try {
+    dtx = await connect({ socket, reconnect: false });
+  } catch (e) {
+    console.error(`dtx ${command}: cannot reach the sidecar at ${socket}: ${(e as Error).message}`);
+    return 3;
+  }
+  try {
+    if (command === "status") {
+      const name = args[0];
+      if (!name) {
+        console.error("dtx status: give a transaction name");
+        return 2;
+      }
+      const s = await dtx.status(name);
+      console.log(json ? JSON.stringify(s) : formatStatus(s as unknown as Record<string, unknown>));
+    } else {
+      const list = await dtx.list({ state: state as never });
+      if (json) console.log(JSON.stringify(list));
+      else for (const t of list as unknown as Record<string, unknown>[]) console.log(`${String(t.name).padEnd(32)} ${String(t.state).padEnd(13)} ${t.protocol}`);
+    }
+    return 0;
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    console.error(`dtx ${command}: ${err.code ?? "ERROR"}: ${err.message}`);
+    return 1;
+  } finally {
+    dtx.close();
+  }
+}
+
+function formatStatus(s: Record<string, unknown>): string {
+  const lines = [`name:      ${s.name}`, `state:     ${s.state}`, `protocol:  ${s.protocol}`, `coordinator: ${s.coordinator}`];
+  for (const p of (s.participants as Record<string, unknown>[]) ?? []) lines.push(`  branch ${p.branch} on ${p.sidecar} vote=${p.vote} acked=${p.acked}`);
+  if (s.error) lines.push(`error:     ${s.error}`);
+  return lines.join("\n");
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

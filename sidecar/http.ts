@@ -1,0 +1,26 @@
+// HTTP on the sidecar port: health, readiness, the transaction API.
+import type { Sidecar } from "./sidecar.ts";
+
+export function startHttp(sidecar: Sidecar) {
+  const json = (body: unknown, status = 200) => Response.json(body, { status });
+  return Bun.serve({
+    hostname: sidecar.config.host,
+    port: sidecar.config.port,
+    fetch: async (req) => {
+      const url = new URL(req.url);
+      const path = url.pathname;
+      if (path === "/healthz") return new Response("ok\n");
+      if (path === "/readyz") return sidecar.ready ? new Response("ready\n") : new Response("not ready\n", { status: 503 });
+      if (path === "/v1/transactions") {
+        const state = url.searchParams.get("state") ?? undefined;
+        const r = await sidecar.ask({ op: "list", state, limit: Number(url.searchParams.get("limit") ?? 1000) });
+        return r.ok ? json(r.transactions) : json(r.error, 400);
+      }
+      if (path.startsWith("/v1/transactions/")) {
+        const r = await sidecar.ask({ op: "status", name: decodeURIComponent(path.slice("/v1/transactions/".length)) });
+        return r.ok ? json(r) : json(r.error, r.error.code === "NOT_FOUND" ? 404 : 400);
+      }
+      return new Response("not found\n", { status: 404 });
+    },
+  });
+}

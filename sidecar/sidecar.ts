@@ -1,0 +1,138 @@
+// The sidecar process: lock, open the log, recover, then report ready and
+// accept clients. SIGTERM drains: not-ready first, stop accepting, make
+// everything durable, close, exit 0.
+import { existsSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { resolve } from "node:path";
+import type { Logger } from "pino";
+import { timing } from "../src/limits.ts";
+import { ErrorCode, wireError } from "../src/protocol/errors.ts";
+import { clientRequest, describeZodError, type PeerMessage } from "../src/protocol/messages.ts";
+import { createLogger } from "../src/observability/log.ts";
+import { Runtime } from "../src/runtime/runtime.ts";
+import { Node } from "../src/txn/node.ts";
+import type { ClientInput, ReplyBody, ReplyTo } from "../src/txn/types.ts";
+import { LmdbWal } from "../src/wal/lmdb-wal.ts";
+import { ClientServer } from "./client-server.ts";
+import { type SidecarConfig, isLoopback } from "./config.ts";
+import { claimSocketPath, lockDataDir } from "./exclusive.ts";
+import { startHttp } from "./http.ts";
+
+/** conn 0 is the sidecar's own internal client (HTTP API, admin). */
+const INTERNAL_CONN = 0;
+
+export interface Sidecar {
+  config: SidecarConfig;
+  log: Logger;
+  runtime: Runtime;
+  wal: LmdbWal;
+  port: number;
+  ready: boolean;
+  /** Run a client request as the sidecar's own internal client. */
+  ask(req: { op: string; [k: string]: unknown }): Promise<ReplyBody>;
+  stop(): Promise<void>;
+}
+
+export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
+  const started = performance.now();
+  const log = createLogger(config.id, config.logLevel);
+  if (!isLoopback(config.host) && !config.secretFile) {
+    throw new Error(`refusing to listen on non-loopback host ${config.host} without --secret-file`);
+  }
+  const socketPath = resolve(config.socket);
+  const dataDir = resolve(config.data);
+  const unlock = lockDataDir(dataDir);
+  try {
+    await claimSocketPath(socketPath);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const wal = new LmdbWal(resolve(dataDir, "wal"));
+  const bootId = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, "0");
+  const node = new Node({ id: config.id, bootId, reader: wal });
+
+  const internal = new Map<number, (b: ReplyBody) => void>();
+  let internalId = 0;
+  let draining = false;
+
+  const server: ClientServer = new ClientServer({
+    sidecarId: config.id,
+    log,
+    request: (conn, req) => runtime.input({ k: "client", from: { conn, id: req.id }, req, now: Date.now() }),
+    disconnected: (conn) => runtime.input({ k: "disconnect", conn, now: Date.now() }),
+    refusal: () => (draining ? wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement") : undefined),
+  });
+
+  const runtime: Runtime = new Runtime(node, wal, {
+    sendPeer: (to: string, msg: PeerMessage) => log.warn({ to, t: msg.t, name: msg.name }, "no link to peer; message dropped (it will be resent)"),
+    reply: (to: ReplyTo, body: ReplyBody) => {
+      if (to.conn === INTERNAL_CONN) {
+        internal.get(to.id)?.(body);
+        internal.delete(to.id);
+      } else server.reply(to.conn, to.id, body);
+    },
+    log,
+    onWalFailure: (err) => {
+      log.fatal({ err }, "the write-ahead log could not be written; exiting so a restart recovers from what is durable");
+      process.exit(70);
+    },
+  });
+
+  // Recover before anything else can reach the engine.
+  const { coordinators, branches } = wal.unfinished();
+  runtime.input({ k: "recover", coordinators, branches, now: Date.now() });
+  log.info({ coordinators: coordinators.length, branches: branches.length }, "recovered");
+
+  const sidecar: Sidecar = {
+    config,
+    log,
+    runtime,
+    wal,
+    port: 0,
+    ready: false,
+    ask: (req) =>
+      new Promise((res) => {
+        const id = ++internalId;
+        const parsed = clientRequest.safeParse({ ...req, id });
+        if (!parsed.success) return res({ ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeZodError(parsed.error)) });
+        internal.set(id, res);
+        runtime.input({ k: "client", from: { conn: INTERNAL_CONN, id }, req: parsed.data as ClientInput, now: Date.now() });
+      }),
+    stop: async () => {},
+  };
+
+  const http = startHttp(sidecar);
+  sidecar.port = http.port ?? config.port;
+  server.listen(socketPath);
+
+  const tick = setInterval(() => runtime.input({ k: "tick", now: Date.now() }), timing.tickMs);
+  const prune = setInterval(() => wal.prune(Date.now() - timing.retentionMs), 10 * 60_000);
+
+  sidecar.stop = async () => {
+    if (draining) return;
+    draining = true;
+    sidecar.ready = false;
+    server.stopAccepting();
+    clearInterval(tick);
+    clearInterval(prune);
+    await Promise.race([runtime.drain(), Bun.sleep(5_000)]);
+    runtime.stop();
+    server.closeAll();
+    http.stop(true);
+    await wal.close();
+    unlock();
+    log.info("stopped");
+  };
+
+  sidecar.ready = true;
+  log.info({ socket: socketPath, port: sidecar.port, data: dataDir, ms: Math.round(performance.now() - started) }, "ready");
+  return sidecar;
+}
+
+export function readSecret(file: string | undefined): string | undefined {
+  if (!file) return undefined;
+  if (!existsSync(file)) throw new Error(`secret file ${file} does not exist`);
+  return readFileSync(file, "utf8").trim();
+}

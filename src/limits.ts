@@ -1,0 +1,21 @@
+// Every resource has a named bound, checked at the edge (TigerBeetle style).
+export const limits = {
+  frameBytesMax: 16 * 1024 * 1024,
+  keyBytesMax: 512,
+  valueBytesMax: 1024 * 1024,
+  nameLengthMax: 64,
+  inflightTxnsMax: 100_000,
+  branchesPerTxnMax: 256,
+  opsPerBranchMax: 100_000,
+  requestsInFlightPerConnMax: 4096,
+} as const;
+
+export const timing = {
+  tickMs: 20,
+  defaultTimeoutMs: 30_000,
+  resendMs: 200,
+  askCoordinatorMs: 1_000,
+  retentionMs: 24 * 60 * 60 * 1000,
+} as const;
+
+export const PROTOCOL_VERSION = 1;

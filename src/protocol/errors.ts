@@ -1,0 +1,58 @@
+// Stable error codes shared by the sidecar, its peers and the client.
+export const ErrorCode = {
+  BAD_REQUEST: "BAD_REQUEST",
+  FRAME_TOO_LARGE: "FRAME_TOO_LARGE",
+  PROTOCOL_VERSION: "PROTOCOL_VERSION",
+  NAME_IN_USE: "NAME_IN_USE",
+  NOT_FOUND: "NOT_FOUND",
+  INVALID_STATE: "INVALID_STATE",
+  TRANSACTION_ABORTED: "TRANSACTION_ABORTED",
+  TRANSACTION_CONFLICT: "TRANSACTION_CONFLICT",
+  OUTCOME_UNKNOWN: "OUTCOME_UNKNOWN",
+  PROTOCOL_UNSUPPORTED: "PROTOCOL_UNSUPPORTED",
+  LIMIT_EXCEEDED: "LIMIT_EXCEEDED",
+  TIMEOUT: "TIMEOUT",
+  STORAGE_FULL: "STORAGE_FULL",
+  NOT_READY: "NOT_READY",
+  SHUTTING_DOWN: "SHUTTING_DOWN",
+  PEER_UNREACHABLE: "PEER_UNREACHABLE",
+  UNAUTHORIZED: "UNAUTHORIZED",
+  INTERNAL: "INTERNAL",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const retryableCodes: ReadonlySet<string> = new Set([
+  ErrorCode.TRANSACTION_CONFLICT,
+  ErrorCode.NOT_READY,
+  ErrorCode.PEER_UNREACHABLE,
+  ErrorCode.STORAGE_FULL,
+  ErrorCode.TIMEOUT,
+]);
+
+export interface WireError {
+  code: string;
+  message: string;
+  retryable: boolean;
+  /** The branch (participant) that caused an abort, when known. */
+  participant?: string;
+  /** Why a transaction was aborted, when it was. */
+  reason?: string;
+}
+
+export function wireError(code: ErrorCode, message: string, extra: Partial<WireError> = {}): WireError {
+  return { code, message, retryable: retryableCodes.has(code), ...extra };
+}
+
+/** An error raised inside the sidecar that maps one-to-one to a wire error. */
+export class DtxError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly extra: Partial<WireError> = {},
+  ) {
+    super(message);
+  }
+  toWire(): WireError {
+    return wireError(this.code, this.message, this.extra);
+  }
+}

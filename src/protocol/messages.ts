@@ -1,0 +1,102 @@
+// Zod schemas for every message on the client socket and between sidecars.
+// Types at the edges come from here (z.infer), so wire and types cannot drift.
+import { z } from "zod";
+import { limits } from "../limits.ts";
+
+export const txnName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "name must match ^[A-Za-z0-9_.:-]{1,64}$");
+export const sidecarId = z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "sidecar id must match ^[A-Za-z0-9_.-]{1,32}$");
+export const branchId = z.string().min(1).max(96);
+export const key = z
+  .string()
+  .min(1, "key must not be empty")
+  .refine((k) => Buffer.byteLength(k) <= limits.keyBytesMax, `key is longer than keyBytesMax (${limits.keyBytesMax} bytes)`);
+const reqId = z.number().int().nonnegative();
+
+export const protocolChoice = z.enum(["auto", "2pc", "saga"]);
+export const consistency = z.enum(["eventual", "strong", "immediate"]);
+export const availability = z.enum(["high", "medium", "low"]);
+const durationMs = z.number().int().positive().max(7 * 24 * 3600 * 1000);
+
+export const txnState = z.enum([
+  "active",
+  "preparing",
+  "prepared",
+  "committing",
+  "committed",
+  "rolling_back",
+  "rolled_back",
+  "compensating",
+  "compensated",
+  "failed",
+]);
+export type TxnState = z.infer<typeof txnState>;
+
+export const clientRequest = z.discriminatedUnion("op", [
+  z.object({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
+  z.object({
+    id: reqId,
+    op: z.literal("begin"),
+    name: txnName,
+    protocol: protocolChoice.optional(),
+    consistency: consistency.optional(),
+    availability: availability.optional(),
+    timeoutMs: durationMs.optional(),
+    preparedTimeoutMs: durationMs.optional(),
+    traceparent: z.string().max(128).optional(),
+  }),
+  z.object({ id: reqId, op: z.literal("join"), token: z.string().min(1).max(2048) }),
+  z.object({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
+  z.object({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
+  z.object({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
+  z.object({ id: reqId, op: z.literal("prepare"), name: txnName }),
+  z.object({
+    id: reqId,
+    op: z.literal("end"),
+    name: txnName,
+    branch: branchId,
+    ok: z.boolean(),
+    reason: z.string().max(1000).optional(),
+  }),
+  z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
+  z.object({ id: reqId, op: z.literal("rollback"), name: txnName, reason: z.string().max(1000).optional() }),
+  z.object({ id: reqId, op: z.literal("status"), name: txnName }),
+  z.object({
+    id: reqId,
+    op: z.literal("list"),
+    state: txnState.optional(),
+    limit: z.number().int().positive().max(10_000).optional(),
+  }),
+]);
+export type ClientRequest = z.infer<typeof clientRequest>;
+export type ClientOp = ClientRequest["op"];
+
+/** Messages between sidecars (federation) and from a sidecar to itself. */
+export const peerMessage = z.discriminatedUnion("t", [
+  z.object({ t: z.literal("enlist"), name: txnName, branch: branchId, from: sidecarId, traceparent: z.string().max(128).optional() }),
+  z.object({ t: z.literal("enlisted"), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("enlist_refused"), name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000) }),
+  z.object({ t: z.literal("prepare"), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({
+    t: z.literal("vote"),
+    name: txnName,
+    branch: branchId,
+    from: sidecarId,
+    vote: z.enum(["yes", "no", "readonly"]),
+    reason: z.string().max(1000).optional(),
+    conflict: z.boolean().optional(),
+  }),
+  z.object({ t: z.literal("decision"), name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
+  z.object({ t: z.literal("ack"), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("query"), name: txnName, branch: branchId, from: sidecarId }),
+]);
+export type PeerMessage = z.infer<typeof peerMessage>;
+
+/** Name the first failing field of a zod error, for BAD_REQUEST messages. */
+export function describeZodError(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return "invalid message";
+  const path = issue.path.length ? issue.path.join(".") : "message";
+  return `${path}: ${issue.message}`;
+}

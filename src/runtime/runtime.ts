@@ -1,0 +1,82 @@
+// Executes a Node's effects with real I/O, in the one order that is never
+// broken: persist and wait until durable, then send, reply, feed back.
+import type { Logger } from "pino";
+import type { PeerMessage } from "../protocol/messages.ts";
+import type { Node } from "../txn/node.ts";
+import type { Effect, Input, ReplyBody, ReplyTo } from "../txn/types.ts";
+import type { Wal } from "../wal/wal.ts";
+
+export interface RuntimeIo {
+  /** Deliver a message to another sidecar (federation); false if there is no link. */
+  sendPeer(to: string, msg: PeerMessage): void;
+  /** Deliver a reply to a client connection (dropped if it has gone). */
+  reply(to: ReplyTo, body: ReplyBody): void;
+  log: Logger;
+  /** The log could not be written: stop, and let restart recover from what is durable. */
+  onWalFailure(err: unknown): void;
+}
+
+export class Runtime {
+  /** Resolves when everything appended so far is durable. */
+  private durable: Promise<void> = Promise.resolve();
+  private inputs = 0;
+  private stopped = false;
+
+  constructor(
+    readonly node: Node,
+    private readonly wal: Wal,
+    private readonly io: RuntimeIo,
+  ) {}
+
+  input(input: Input): void {
+    if (this.stopped) return;
+    this.inputs++;
+    const effects = this.node.step(input);
+    if (effects.length) this.execute(effects);
+  }
+
+  private execute(effects: Effect[]): void {
+    const records = [];
+    const rest: Effect[] = [];
+    for (const e of effects) {
+      if (e.k === "persist") records.push(e.rec);
+      else rest.push(e);
+    }
+    if (records.length) this.durable = this.wal.append(records);
+    if (!rest.length) return;
+    this.durable.then(
+      () => {
+        for (const e of rest) this.carryOut(e);
+      },
+      (err) => this.io.onWalFailure(err),
+    );
+  }
+
+  private carryOut(e: Effect): void {
+    switch (e.k) {
+      case "send":
+        if (e.msg && e.to === this.node.id) {
+          const msg = e.msg;
+          queueMicrotask(() => this.input({ k: "peer", msg, now: Date.now() }));
+        } else this.io.sendPeer(e.to, e.msg);
+        return;
+      case "reply":
+        return this.io.reply(e.to, e.body);
+      case "after": {
+        const input = e.input;
+        return this.input({ ...input, now: Date.now() } as Input);
+      }
+      case "persist":
+        throw new Error("persist effects are executed before the others");
+    }
+  }
+
+  /** Everything persisted so far is durable. */
+  drain(): Promise<void> {
+    return this.durable.then(() => this.wal.barrier());
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

@@ -1,0 +1,879 @@
+// One sidecar's transaction engine as a deterministic state machine.
+// step(input) -> effects; no I/O, no clock, no randomness (DESIGN §2).
+// The same Node runs inside the sidecar runtime and inside the simulator.
+//
+// Roles: for every transaction this node coordinates there is a Coord; for
+// every branch of any transaction that lives on this node there is a Branch.
+// A coordinator talks to its branches only by messages, also to the branch on
+// its own node, so a single sidecar and a federation run the same code.
+import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
+import type { PeerMessage, TxnState } from "../protocol/messages.ts";
+import { decodeToken, encodeToken } from "../protocol/token.ts";
+import { limits, timing } from "../limits.ts";
+import { LockTable, staleRead } from "../store/locks.ts";
+import type { BranchRef, BranchSummary, CoordinatorSummary, LogRecord, Outcome, Protocol, Write } from "../wal/records.ts";
+import { isTerminal } from "../wal/records.ts";
+import type { WalReader } from "../wal/wal.ts";
+import { selectProtocol } from "./select.ts";
+import type { ClientInput, Effect, Input, ReplyBody, ReplyTo } from "./types.ts";
+
+type Vote = "yes" | "no" | "readonly";
+
+interface CoordBranch {
+  id: string;
+  sidecar: string;
+  vote?: Vote;
+  acked: boolean;
+}
+
+export interface Coord {
+  name: string;
+  protocol: Protocol;
+  state: TxnState;
+  branches: Map<string, CoordBranch>;
+  createdAt: number;
+  deadline: number;
+  timeoutMs: number;
+  preparedAt?: number;
+  decidedAt?: number;
+  finishedAt?: number;
+  preparedTimeoutMs?: number;
+  traceparent?: string;
+  owner?: number;
+  /** c.prepared is in the log: from here on a rollback must be logged before it is announced. */
+  durablePrepared: boolean;
+  outcome?: Outcome;
+  reason?: string;
+  participant?: string;
+  conflict?: boolean;
+  prepareWaiter?: ReplyTo;
+  decideWaiters: ReplyTo[];
+  lastResend: number;
+  pendingReported: boolean;
+}
+
+type BranchState = "joining" | "active" | "done" | "prepared" | "committed" | "rolled_back";
+
+export interface Branch {
+  name: string;
+  id: string;
+  coordinator: string;
+  state: BranchState;
+  reads: Map<string, number>;
+  writes: Map<string, { value: unknown; deleted: boolean }>;
+  owner?: number;
+  joinWaiter?: ReplyTo;
+  pendingPrepare: boolean;
+  deadline: number;
+  lastContact: number;
+  locked: string[];
+  ops: number;
+  finishedAt?: number;
+  applied: boolean;
+  traceparent?: string;
+}
+
+export interface NodeOptions {
+  id: string;
+  /** Distinguishes branch ids across restarts of the same node; chosen by the runtime. */
+  bootId: string;
+  reader: WalReader;
+  /** How long commit waits for acks before answering with the unacknowledged branches as pending. */
+  ackWaitMs?: number;
+  /** Finished transactions stay in memory this long before status reads them from the log. */
+  evictAfterMs?: number;
+}
+
+const bkey = (name: string, branch: string) => `${name}/${branch}`;
+
+export class Node {
+  readonly id: string;
+  readonly coords = new Map<string, Coord>();
+  readonly branches = new Map<string, Branch>();
+  readonly locks = new LockTable();
+  private readonly reader: WalReader;
+  private readonly bootId: string;
+  private seq = 0;
+  private kvVersion: number;
+  private readonly ackWaitMs: number;
+  private readonly evictAfterMs: number;
+  private out: Effect[] = [];
+
+  constructor(opts: NodeOptions) {
+    this.id = opts.id;
+    this.bootId = opts.bootId;
+    this.reader = opts.reader;
+    this.kvVersion = opts.reader.kvVersion();
+    this.ackWaitMs = opts.ackWaitMs ?? 5_000;
+    this.evictAfterMs = opts.evictAfterMs ?? 10_000;
+  }
+
+  step(input: Input): Effect[] {
+    this.out = [];
+    switch (input.k) {
+      case "client":
+        this.onClient(input.req, input.from, input.now);
+        break;
+      case "peer":
+        this.onPeer(input.msg, input.now);
+        break;
+      case "tick":
+        this.onTick(input.now);
+        break;
+      case "disconnect":
+        this.onDisconnect(input.conn, input.now);
+        break;
+      case "recover":
+        this.onRecover(input.coordinators, input.branches, input.now);
+        break;
+      case "applied":
+        this.onApplied(input.name, input.branch);
+        break;
+      default: {
+        const never: never = input;
+        throw new Error(`unknown input ${JSON.stringify(never)}`);
+      }
+    }
+    return this.out;
+  }
+
+  // ---- effects -------------------------------------------------------------
+
+  private persist(rec: LogRecord) {
+    this.out.push({ k: "persist", rec });
+  }
+  private send(to: string, msg: PeerMessage) {
+    this.out.push({ k: "send", to, msg });
+  }
+  private ok(to: ReplyTo, result: Record<string, unknown> = {}) {
+    this.out.push({ k: "reply", to, body: { ok: true, ...result } as ReplyBody });
+  }
+  private fail(to: ReplyTo, error: WireError) {
+    this.out.push({ k: "reply", to, body: { ok: false, error } });
+  }
+
+  // ---- client requests -----------------------------------------------------
+
+  private onClient(req: ClientInput, from: ReplyTo, now: number) {
+    switch (req.op) {
+      case "begin":
+        return this.begin(req, from, now);
+      case "join":
+        return this.join(req.token, from, now);
+      case "get":
+        return this.get(req, from);
+      case "put":
+      case "delete":
+        return this.write(req, from);
+      case "prepare":
+        return this.prepare(req.name, from, now);
+      case "end":
+        return this.end(req, from, now);
+      case "commit":
+        return this.decide(req.name, "commit", from, now);
+      case "rollback":
+        return this.decide(req.name, "rollback", from, now, req.reason);
+      case "status":
+        return this.status(req.name, from);
+      case "list":
+        return this.ok(from, { transactions: this.list(req.state, req.limit) });
+      default: {
+        const never: never = req;
+        throw new Error(`unknown op ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private begin(req: Extract<ClientInput, { op: "begin" }>, from: ReplyTo, now: number) {
+    const existing = this.coords.get(req.name);
+    if (existing && !isTerminal(existing.state)) {
+      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
+    }
+    const durable = this.reader.coordinator(req.name);
+    if (!existing && durable && !isTerminal(durable.state)) {
+      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${durable.state}`));
+    }
+    if (this.coords.size >= limits.inflightTxnsMax) {
+      return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than inflightTxnsMax (${limits.inflightTxnsMax}) transactions in flight; retry later`));
+    }
+    const chosen = selectProtocol(req.protocol ?? "2pc", { consistency: req.consistency, availability: req.availability }, []);
+    if (!chosen.ok) return this.fail(from, chosen.error);
+    if (chosen.protocol !== "2pc") {
+      return this.fail(from, wireError(ErrorCode.PROTOCOL_UNSUPPORTED, "beginDistributed runs 2PC; use createTransaction for Sagas"));
+    }
+    const timeoutMs = req.timeoutMs ?? timing.defaultTimeoutMs;
+    const branchId = this.newBranchId();
+    const c: Coord = {
+      name: req.name,
+      protocol: "2pc",
+      state: "active",
+      branches: new Map([[branchId, { id: branchId, sidecar: this.id, acked: false }]]),
+      createdAt: now,
+      deadline: now + timeoutMs,
+      timeoutMs,
+      preparedTimeoutMs: req.preparedTimeoutMs,
+      traceparent: req.traceparent,
+      owner: from.conn,
+      durablePrepared: false,
+      decideWaiters: [],
+      lastResend: now,
+      pendingReported: false,
+    };
+    this.coords.set(req.name, c);
+    this.branches.set(bkey(req.name, branchId), this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
+    const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent });
+    this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol });
+  }
+
+  private join(token: string, from: ReplyTo, now: number) {
+    const t = decodeToken(token);
+    if (!t) return this.fail(from, wireError(ErrorCode.BAD_REQUEST, "token: not a dtx context token (pass tx.context unchanged)"));
+    const branchId = this.newBranchId();
+    const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
+    b.joinWaiter = from;
+    this.branches.set(bkey(t.name, branchId), b);
+    this.send(t.coordinator, { t: "enlist", name: t.name, branch: branchId, from: this.id, traceparent: t.traceparent });
+  }
+
+  private get(req: Extract<ClientInput, { op: "get" }>, from: ReplyTo) {
+    if (req.name === undefined) {
+      const e = this.reader.kvGet(req.key);
+      return this.ok(from, e ? { found: true, value: e.value } : { found: false });
+    }
+    const b = this.activeBranch(req.name, req.branch, from);
+    if (!b) return;
+    const w = b.writes.get(req.key);
+    if (w) return this.ok(from, w.deleted ? { found: false } : { found: true, value: w.value });
+    const e = this.reader.kvGet(req.key);
+    if (!b.reads.has(req.key)) b.reads.set(req.key, e?.version ?? 0);
+    this.ok(from, e ? { found: true, value: e.value } : { found: false });
+  }
+
+  private write(req: Extract<ClientInput, { op: "put" | "delete" }>, from: ReplyTo) {
+    const b = this.activeBranch(req.name, req.branch, from);
+    if (!b) return;
+    if (++b.ops > limits.opsPerBranchMax) {
+      return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than opsPerBranchMax (${limits.opsPerBranchMax}) operations in one branch`));
+    }
+    b.writes.set(req.key, req.op === "put" ? { value: req.value, deleted: false } : { value: null, deleted: true });
+    this.ok(from);
+  }
+
+  /** The branch a client names for a read or write, if it may still be used. */
+  private activeBranch(name: string, branch: string | undefined, from: ReplyTo): Branch | undefined {
+    const b = branch === undefined ? undefined : this.branches.get(bkey(name, branch));
+    if (!b) {
+      this.fail(from, wireError(ErrorCode.NOT_FOUND, `no branch ${branch ?? "(none given)"} of transaction "${name}" on sidecar ${this.id}`));
+      return undefined;
+    }
+    if (b.state === "active") return b;
+    if (b.state === "rolled_back") {
+      const c = this.coords.get(name);
+      this.fail(from, abortedError(name, c?.reason ?? "the transaction was rolled back", c?.participant));
+    } else {
+      this.fail(from, wireError(ErrorCode.INVALID_STATE, `branch ${b.id} of "${name}" is ${b.state}; reads and writes are allowed only while it is active`));
+    }
+    return undefined;
+  }
+
+  /** The coordinator's client finished its callback: prepare every branch. */
+  private prepare(name: string, from: ReplyTo, now: number) {
+    const c = this.coords.get(name);
+    if (!c) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}" coordinated by sidecar ${this.id}`));
+    switch (c.state) {
+      case "active":
+        break;
+      case "prepared":
+        return this.ok(from, { name, state: "prepared", protocol: c.protocol });
+      case "rolling_back":
+      case "rolled_back":
+        return this.fail(from, c.conflict ? conflictError(name, c.reason, c.participant) : abortedError(name, c.reason, c.participant));
+      default:
+        return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${c.state}`));
+    }
+    c.state = "preparing";
+    c.prepareWaiter = from;
+    for (const b of c.branches.values()) {
+      if (b.sidecar === this.id) {
+        const local = this.branches.get(bkey(name, b.id));
+        if (local && local.state === "active") local.state = "done";
+      }
+      this.send(b.sidecar, { t: "prepare", name, branch: b.id, from: this.id });
+    }
+  }
+
+  /** A joined branch's callback finished (ok) or threw (not ok). */
+  private end(req: Extract<ClientInput, { op: "end" }>, from: ReplyTo, now: number) {
+    const b = this.branches.get(bkey(req.name, req.branch));
+    if (!b) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no branch ${req.branch} of "${req.name}" on sidecar ${this.id}`));
+    if (b.state !== "active") {
+      if (b.state === "rolled_back") return this.fail(from, abortedError(req.name, "the transaction was rolled back"));
+      return this.fail(from, wireError(ErrorCode.INVALID_STATE, `branch ${b.id} of "${req.name}" is ${b.state}`));
+    }
+    if (!req.ok) {
+      this.abortBranch(b, now);
+      this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: req.reason ?? "the joined callback failed" });
+      return this.ok(from);
+    }
+    b.state = "done";
+    this.ok(from);
+    if (b.pendingPrepare) this.prepareBranch(b, now);
+  }
+
+  private decide(name: string, outcome: Outcome, from: ReplyTo, now: number, reason?: string) {
+    const c = this.coords.get(name);
+    if (!c) {
+      const s = this.reader.coordinator(name);
+      if (s && (s.state === "committed" || s.state === "rolled_back")) return this.replyDecided(from, name, s.state, s.protocol, outcome, s.reason, s.participant);
+      return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" coordinated by sidecar ${this.id}`));
+    }
+    switch (c.state) {
+      case "active":
+      case "preparing":
+        if (outcome === "commit") {
+          return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${c.state}; commit it after beginDistributed resolves`));
+        }
+        c.decideWaiters.push(from);
+        return this.abort(c, reason ?? "rolled back by the client", undefined, false, now);
+      case "prepared":
+        c.decideWaiters.push(from);
+        if (outcome === "commit") return this.commit(c, now);
+        return this.abort(c, reason ?? "rolled back by the client", undefined, false, now);
+      case "committing":
+        if (outcome === "commit") return void c.decideWaiters.push(from);
+        return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committing; a decision is never changed`));
+      case "rolling_back":
+        if (outcome === "rollback") return void c.decideWaiters.push(from);
+        return this.fail(from, abortedError(name, c.reason, c.participant));
+      case "committed":
+      case "rolled_back":
+        return this.replyDecided(from, name, c.state, c.protocol, outcome, c.reason, c.participant, this.pendingOf(c));
+      default:
+        return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${c.state}`));
+    }
+  }
+
+  private replyDecided(to: ReplyTo, name: string, state: TxnState, protocol: Protocol, asked: Outcome, reason?: string, participant?: string, pending: string[] = []) {
+    if (state === "committed") {
+      if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending });
+      return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`));
+    }
+    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol });
+    return this.fail(to, abortedError(name, reason, participant));
+  }
+
+  private status(name: string, from: ReplyTo) {
+    const c = this.coords.get(name);
+    if (c) return this.ok(from, coordStatus(c, this.id));
+    const s = this.reader.coordinator(name);
+    if (s) return this.ok(from, summaryStatus(s, this.id));
+    for (const b of this.branches.values()) {
+      if (b.name === name) return this.ok(from, branchStatus(b, this.id));
+    }
+    this.fail(from, wireError(ErrorCode.NOT_FOUND, `sidecar ${this.id} knows no transaction "${name}"`));
+  }
+
+  private list(state: TxnState | undefined, limit = 1000) {
+    const seen = new Set<string>();
+    const out: Record<string, unknown>[] = [];
+    for (const c of this.coords.values()) {
+      if (out.length >= limit) break;
+      seen.add(c.name);
+      if (!state || c.state === state) out.push(coordStatus(c, this.id));
+    }
+    for (const s of this.reader.list({ state, limit })) {
+      if (out.length >= limit) break;
+      if (!seen.has(s.name)) out.push(summaryStatus(s, this.id));
+    }
+    return out;
+  }
+
+  // ---- coordinator ---------------------------------------------------------
+
+  private commit(c: Coord, now: number) {
+    c.state = "committing";
+    c.outcome = "commit";
+    c.decidedAt = now;
+    c.lastResend = now;
+    this.persist({ r: "c.decision", name: c.name, protocol: c.protocol, outcome: "commit", branches: refs(c), createdAt: c.createdAt, at: now });
+    this.announce(c);
+    this.maybeFinish(c, now);
+  }
+
+  /** Roll back: logged first once c.prepared is durable, so the decision can never flip. */
+  private abort(c: Coord, reason: string, participant: string | undefined, conflict: boolean, now: number) {
+    c.state = "rolling_back";
+    c.outcome = "rollback";
+    c.decidedAt = now;
+    c.lastResend = now;
+    c.reason = reason;
+    c.participant = participant;
+    c.conflict = conflict;
+    if (c.durablePrepared) {
+      this.persist({ r: "c.decision", name: c.name, protocol: c.protocol, outcome: "rollback", branches: refs(c), createdAt: c.createdAt, at: now, reason, participant });
+    }
+    if (c.prepareWaiter) {
+      this.fail(c.prepareWaiter, conflict ? conflictError(c.name, reason, participant) : abortedError(c.name, reason, participant));
+      c.prepareWaiter = undefined;
+    }
+    this.announce(c);
+    this.maybeFinish(c, now);
+  }
+
+  /** Send the decision to every branch that still owes an ack. */
+  private announce(c: Coord) {
+    for (const b of c.branches.values()) {
+      if (needsAck(b, c.outcome)) this.send(b.sidecar, { t: "decision", name: c.name, branch: b.id, from: this.id, outcome: c.outcome! });
+    }
+  }
+
+  private maybeFinish(c: Coord, now: number) {
+    for (const b of c.branches.values()) if (needsAck(b, c.outcome)) return;
+    c.state = c.outcome === "commit" ? "committed" : "rolled_back";
+    c.finishedAt = now;
+    this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant });
+    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant);
+    c.decideWaiters = [];
+  }
+
+  private pendingOf(c: Coord): string[] {
+    return [...c.branches.values()].filter((b) => needsAck(b, c.outcome)).map((b) => b.sidecar);
+  }
+
+  private onVote(msg: Extract<PeerMessage, { t: "vote" }>, now: number) {
+    const c = this.coords.get(msg.name);
+    const b = c?.branches.get(msg.branch);
+    if (!c || !b) {
+      // A yes from a branch we do not know (stale, or we lost an undecided txn): presumed abort.
+      if (msg.vote === "yes") this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: this.presumed(msg.name) });
+      return;
+    }
+    if (c.state !== "preparing" && c.state !== "active") {
+      // Duplicate or late vote: tell a prepared branch the decision if there is one.
+      if (msg.vote === "yes" && c.outcome) this.send(msg.from, { t: "decision", name: c.name, branch: b.id, from: this.id, outcome: c.outcome });
+      return;
+    }
+    if (msg.vote === "no") {
+      b.vote = "no";
+      b.acked = true;
+      return this.abort(c, msg.reason ?? `branch ${b.id} on ${b.sidecar} voted no`, b.sidecar, msg.conflict ?? false, now);
+    }
+    if (c.state !== "preparing") return;
+    b.vote = msg.vote;
+    if (msg.vote === "readonly") b.acked = true;
+    for (const x of c.branches.values()) if (x.vote !== "yes" && x.vote !== "readonly") return;
+    // Every branch voted yes durably: record it before beginDistributed resolves (DESIGN §8).
+    c.state = "prepared";
+    c.preparedAt = now;
+    c.durablePrepared = true;
+    this.persist({
+      r: "c.prepared",
+      name: c.name,
+      protocol: c.protocol,
+      branches: refs(c),
+      createdAt: c.createdAt,
+      at: now,
+      preparedTimeoutMs: c.preparedTimeoutMs,
+      traceparent: c.traceparent,
+    });
+    if (c.prepareWaiter) {
+      this.ok(c.prepareWaiter, { name: c.name, state: "prepared", protocol: c.protocol });
+      c.prepareWaiter = undefined;
+    }
+  }
+
+  /** The outcome for a transaction this node does not hold in memory. */
+  private presumed(name: string): Outcome {
+    const s = this.reader.coordinator(name);
+    return s && (s.state === "committed" || s.state === "committing") ? "commit" : "rollback";
+  }
+
+  private onEnlist(msg: Extract<PeerMessage, { t: "enlist" }>, now: number) {
+    const c = this.coords.get(msg.name);
+    if (c?.branches.has(msg.branch)) {
+      // Retransmitted enlist: answer again once the enlist record is durable (it is, or is pending before this).
+      if (c.state === "active" || c.state === "preparing") this.send(msg.from, { t: "enlisted", name: msg.name, branch: msg.branch, from: this.id });
+      return;
+    }
+    if (!c || c.state !== "active") {
+      const why = c ? `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` : `sidecar ${this.id} coordinates no active transaction "${msg.name}"`;
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why });
+    }
+    if (c.branches.size >= limits.branchesPerTxnMax) {
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches` });
+    }
+    const ref = { id: msg.branch, sidecar: msg.from };
+    c.branches.set(msg.branch, { ...ref, acked: false });
+    this.persist({ r: "c.enlist", name: c.name, protocol: c.protocol, branch: ref, at: now });
+    this.send(msg.from, { t: "enlisted", name: msg.name, branch: msg.branch, from: this.id });
+  }
+
+  private onAck(msg: Extract<PeerMessage, { t: "ack" }>, now: number) {
+    const c = this.coords.get(msg.name);
+    const b = c?.branches.get(msg.branch);
+    if (!c || !b || !c.outcome || b.acked) return;
+    b.acked = true;
+    if (c.state === "committing" || c.state === "rolling_back") this.maybeFinish(c, now);
+  }
+
+  private onQuery(msg: Extract<PeerMessage, { t: "query" }>) {
+    const c = this.coords.get(msg.name);
+    if (c && c.branches.has(msg.branch)) {
+      // Undecided: the branch keeps waiting (it must never decide alone).
+      if (c.outcome) this.send(msg.from, { t: "decision", name: c.name, branch: msg.branch, from: this.id, outcome: c.outcome });
+      return;
+    }
+    if (c && !c.outcome && c.state === "active" && !c.durablePrepared) {
+      // A branch we never recorded while still active: it was never enlisted, so abort it.
+      return this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: "rollback" });
+    }
+    this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: c?.outcome ?? this.presumed(msg.name) });
+  }
+
+  // ---- participant (branch) ------------------------------------------------
+
+  private onPrepare(msg: Extract<PeerMessage, { t: "prepare" }>, now: number) {
+    const b = this.branches.get(bkey(msg.name, msg.branch));
+    if (!b) {
+      return this.send(msg.from, { t: "vote", name: msg.name, branch: msg.branch, from: this.id, vote: "no", reason: `branch ${msg.branch} is unknown on sidecar ${this.id} (lost before prepare)` });
+    }
+    b.lastContact = now;
+    switch (b.state) {
+      case "joining":
+      case "active":
+        b.pendingPrepare = true; // prepared when its callback ends
+        return;
+      case "done":
+        return this.prepareBranch(b, now);
+      case "prepared":
+        return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "yes" });
+      case "committed":
+        if (b.writes.size === 0) this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "readonly" });
+        return;
+      case "rolled_back":
+        return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: `branch ${b.id} was rolled back` });
+    }
+  }
+
+  private prepareBranch(b: Branch, now: number) {
+    b.pendingPrepare = false;
+    const keys = new Set([...b.reads.keys(), ...b.writes.keys()]);
+    const held = this.locks.tryLockAll(bkey(b.name, b.id), keys);
+    const stale = held === undefined ? staleRead(b.reads, this.reader) : undefined;
+    if (held !== undefined || stale !== undefined) {
+      if (held === undefined) this.locks.releaseAll(bkey(b.name, b.id), keys);
+      const reason = held !== undefined ? `key "${held}" is locked by another prepared transaction` : `key "${stale}" changed after it was read`;
+      this.abortBranch(b, now);
+      return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason, conflict: true });
+    }
+    if (b.writes.size === 0) {
+      // Read-only: validated now, nothing to commit, no phase 2.
+      this.locks.releaseAll(bkey(b.name, b.id), keys);
+      b.state = "committed";
+      b.finishedAt = now;
+      b.applied = true;
+      return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "readonly" });
+    }
+    b.locked = [...keys];
+    b.state = "prepared";
+    this.persist({ r: "p.prepared", name: b.name, branch: b.id, coordinator: b.coordinator, writes: writeSet(b), reads: [...b.reads.keys()], at: now });
+    this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "yes" });
+  }
+
+  private onDecision(msg: Extract<PeerMessage, { t: "decision" }>, now: number) {
+    const b = this.branches.get(bkey(msg.name, msg.branch));
+    const ack = () => this.send(msg.from, { t: "ack", name: msg.name, branch: msg.branch, from: this.id });
+    if (!b) return ack(); // finished and forgotten, or never prepared (presumed abort)
+    b.lastContact = now;
+    switch (b.state) {
+      case "prepared": {
+        const version = msg.outcome === "commit" ? ++this.kvVersion : 0;
+        b.state = msg.outcome === "commit" ? "committed" : "rolled_back";
+        b.finishedAt = now;
+        this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: msg.outcome, writes: msg.outcome === "commit" ? writeSet(b) : [], version, at: now });
+        // Locks are released only once the outcome (and its writes) are durable.
+        this.out.push({ k: "after", input: { k: "applied", name: b.name, branch: b.id, now } });
+        return ack();
+      }
+      case "joining":
+      case "active":
+      case "done":
+        if (msg.outcome === "rollback") this.abortBranch(b, now);
+        return ack();
+      case "committed":
+      case "rolled_back":
+        return ack();
+    }
+  }
+
+  private onEnlisted(msg: Extract<PeerMessage, { t: "enlisted" | "enlist_refused" }>, now: number) {
+    const b = this.branches.get(bkey(msg.name, msg.branch));
+    if (!b || b.state !== "joining") return;
+    const waiter = b.joinWaiter;
+    b.joinWaiter = undefined;
+    if (msg.t === "enlisted") {
+      b.state = "active";
+      b.lastContact = now;
+      if (waiter) this.ok(waiter, { name: b.name, branch: b.id, coordinator: b.coordinator });
+      return;
+    }
+    this.abortBranch(b, now);
+    if (waiter) this.fail(waiter, wireError(ErrorCode.INVALID_STATE, `join refused: ${msg.reason}`));
+  }
+
+  /** Roll back a branch that never prepared; nothing is logged (presumed abort). */
+  private abortBranch(b: Branch, now: number) {
+    if (b.state === "prepared") throw new Error(`abortBranch on prepared branch ${b.id}: only the coordinator decides`);
+    if (b.locked.length) this.locks.releaseAll(bkey(b.name, b.id), b.locked);
+    b.locked = [];
+    b.state = "rolled_back";
+    b.finishedAt = now;
+    b.applied = true;
+    if (b.joinWaiter) {
+      this.fail(b.joinWaiter, abortedError(b.name, "the transaction was rolled back before the join completed"));
+      b.joinWaiter = undefined;
+    }
+  }
+
+  private onApplied(name: string, branch: string) {
+    const b = this.branches.get(bkey(name, branch));
+    if (!b) return;
+    this.locks.releaseAll(bkey(name, branch), b.locked);
+    b.locked = [];
+    b.applied = true;
+  }
+
+  // ---- peers, time, connections, recovery -----------------------------------
+
+  private onPeer(msg: PeerMessage, now: number) {
+    switch (msg.t) {
+      case "enlist":
+        return this.onEnlist(msg, now);
+      case "enlisted":
+      case "enlist_refused":
+        return this.onEnlisted(msg, now);
+      case "prepare":
+        return this.onPrepare(msg, now);
+      case "vote":
+        return this.onVote(msg, now);
+      case "decision":
+        return this.onDecision(msg, now);
+      case "ack":
+        return this.onAck(msg, now);
+      case "query":
+        return this.onQuery(msg);
+      default: {
+        const never: never = msg;
+        throw new Error(`unknown peer message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private onTick(now: number) {
+    for (const c of this.coords.values()) {
+      switch (c.state) {
+        case "active":
+        case "preparing":
+          if (now >= c.deadline) this.abort(c, `timed out after ${c.timeoutMs} ms before every branch prepared`, undefined, false, now);
+          break;
+        case "prepared":
+          if (c.preparedTimeoutMs !== undefined && now - (c.preparedAt ?? now) >= c.preparedTimeoutMs) {
+            this.abort(c, `no decision within preparedTimeoutMs (${c.preparedTimeoutMs} ms)`, undefined, false, now);
+          }
+          break;
+        case "committing":
+        case "rolling_back":
+          if (now - c.lastResend >= timing.resendMs) {
+            c.lastResend = now;
+            this.announce(c);
+          }
+          if (!c.pendingReported && c.state === "committing" && now - (c.decidedAt ?? now) >= this.ackWaitMs && c.decideWaiters.length) {
+            // Durable decision, some participants unreachable: answer now, keep retrying in the background.
+            c.pendingReported = true;
+            for (const w of c.decideWaiters) this.ok(w, { name: c.name, outcome: "committed", protocol: c.protocol, pending: this.pendingOf(c) });
+            c.decideWaiters = [];
+          }
+          break;
+        case "committed":
+        case "rolled_back":
+          if (now - (c.finishedAt ?? now) >= this.evictAfterMs) this.coords.delete(c.name);
+          break;
+      }
+    }
+    for (const [k, b] of this.branches) {
+      switch (b.state) {
+        case "joining":
+          if (now >= b.deadline) this.abortBranch(b, now);
+          else if (now - b.lastContact >= timing.resendMs) {
+            b.lastContact = now;
+            this.send(b.coordinator, { t: "enlist", name: b.name, branch: b.id, from: this.id, traceparent: b.traceparent });
+          }
+          break;
+        case "active":
+        case "done":
+          // A remote coordinator that never asked us to prepare in time has given up.
+          if (b.coordinator !== this.id && now >= b.deadline) {
+            this.abortBranch(b, now);
+            this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: `branch ${b.id} timed out before prepare` });
+          }
+          break;
+        case "prepared":
+          // In doubt: ask, never decide alone.
+          if (now - b.lastContact >= timing.askCoordinatorMs) {
+            b.lastContact = now;
+            this.send(b.coordinator, { t: "query", name: b.name, branch: b.id, from: this.id });
+          }
+          break;
+        case "committed":
+        case "rolled_back":
+          if (b.applied && now - (b.finishedAt ?? now) >= this.evictAfterMs) this.branches.delete(k);
+          break;
+      }
+    }
+  }
+
+  private onDisconnect(conn: number, now: number) {
+    for (const c of this.coords.values()) {
+      if (c.owner === conn && (c.state === "active" || c.state === "preparing")) {
+        this.abort(c, "the client disconnected before the transaction was prepared", undefined, false, now);
+      }
+    }
+    for (const b of this.branches.values()) {
+      if (b.owner !== conn) continue;
+      if (b.state === "joining" || b.state === "active") {
+        this.abortBranch(b, now);
+        this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: `the client of branch ${b.id} disconnected` });
+      }
+    }
+  }
+
+  private onRecover(coordinators: CoordinatorSummary[], branches: BranchSummary[], now: number) {
+    this.kvVersion = Math.max(this.kvVersion, this.reader.kvVersion());
+    for (const s of branches) {
+      const b = this.newBranch(s.name, s.branch, s.coordinator, "prepared", undefined, Infinity, now);
+      for (const [k, v, d] of s.writes) b.writes.set(k, { value: v, deleted: d });
+      b.locked = [...new Set([...s.reads, ...s.writes.map((w) => w[0])])];
+      b.lastContact = -Infinity; // ask at the first tick
+      const clash = this.locks.tryLockAll(bkey(b.name, b.id), b.locked);
+      if (clash !== undefined) throw new Error(`recovery: key ${clash} locked by two prepared branches`);
+      this.branches.set(bkey(s.name, s.branch), b);
+    }
+    for (const s of coordinators) {
+      const c: Coord = {
+        name: s.name,
+        protocol: s.protocol,
+        state: s.state,
+        branches: new Map(s.branches.map((r) => [r.id, { id: r.id, sidecar: r.sidecar, acked: !!r.readonly, vote: r.readonly ? "readonly" : "yes" }])),
+        createdAt: s.createdAt,
+        deadline: now,
+        timeoutMs: 0,
+        preparedAt: s.preparedAt,
+        decidedAt: s.decidedAt,
+        preparedTimeoutMs: s.preparedTimeoutMs,
+        traceparent: s.traceparent,
+        durablePrepared: s.state !== "active",
+        reason: s.reason,
+        participant: s.participant,
+        decideWaiters: [],
+        lastResend: now,
+        pendingReported: true,
+      };
+      this.coords.set(s.name, c);
+      if (s.state === "committing") {
+        c.outcome = "commit";
+        this.announce(c);
+      } else if (s.state === "rolling_back") {
+        c.outcome = "rollback";
+        this.announce(c);
+      } else if (s.state === "active") {
+        // Crashed before every branch prepared: presumed abort.
+        for (const b of c.branches.values()) b.vote = undefined;
+        this.abort(c, "the coordinator restarted before the transaction was prepared", undefined, false, now);
+      }
+      // "prepared" waits for its client's decision (or preparedTimeoutMs).
+    }
+  }
+
+  // ---- helpers ---------------------------------------------------------------
+
+  private newBranchId(): string {
+    return `${this.id}.${this.bootId}.${(++this.seq).toString(36)}`;
+  }
+
+  private newBranch(name: string, id: string, coordinator: string, state: BranchState, owner: number | undefined, deadline: number, now: number, traceparent?: string): Branch {
+    return {
+      name,
+      id,
+      coordinator,
+      state,
+      reads: new Map(),
+      writes: new Map(),
+      owner,
+      pendingPrepare: false,
+      deadline,
+      lastContact: now,
+      locked: [],
+      ops: 0,
+      applied: false,
+      traceparent,
+    };
+  }
+}
+
+function needsAck(b: CoordBranch, outcome: Outcome | undefined): boolean {
+  if (b.acked || b.vote === "readonly" || b.vote === "no") return false;
+  // On commit only yes-voters take part in phase 2; on rollback everyone not yet finished does.
+  return outcome === "commit" ? b.vote === "yes" : true;
+}
+
+function refs(c: Coord): BranchRef[] {
+  return [...c.branches.values()].map((b) => (b.vote === "readonly" ? { id: b.id, sidecar: b.sidecar, readonly: true } : { id: b.id, sidecar: b.sidecar }));
+}
+
+function writeSet(b: Branch): Write[] {
+  return [...b.writes].map(([k, w]) => [k, w.value, w.deleted]);
+}
+
+function abortedError(name: string, reason = "the transaction was rolled back", participant?: string): WireError {
+  return wireError(ErrorCode.TRANSACTION_ABORTED, `transaction "${name}" was rolled back: ${reason}`, { participant, reason });
+}
+
+function conflictError(name: string, reason = "conflict", participant?: string): WireError {
+  return wireError(ErrorCode.TRANSACTION_CONFLICT, `transaction "${name}" conflicted and was rolled back: ${reason}; retry it`, { participant, reason });
+}
+
+function coordStatus(c: Coord, self: string) {
+  return {
+    name: c.name,
+    state: c.state,
+    protocol: c.protocol,
+    coordinator: self,
+    participants: [...c.branches.values()].map((b) => ({ branch: b.id, sidecar: b.sidecar, vote: b.vote ?? null, acked: b.acked })),
+    timestamps: { begun: c.createdAt, prepared: c.preparedAt ?? null, decided: c.decidedAt ?? null, finished: c.finishedAt ?? null },
+    error: c.reason ?? null,
+  };
+}
+
+function summaryStatus(s: CoordinatorSummary, self: string) {
+  return {
+    name: s.name,
+    state: s.state,
+    protocol: s.protocol,
+    coordinator: self,
+    participants: s.branches.map((b) => ({ branch: b.id, sidecar: b.sidecar, vote: b.readonly ? "readonly" : s.state === "active" ? null : "yes", acked: isTerminal(s.state) })),
+    timestamps: { begun: s.createdAt, prepared: s.preparedAt ?? null, decided: s.decidedAt ?? null, finished: s.finishedAt ?? null },
+    error: s.reason ?? null,
+  };
+}
+
+function branchStatus(b: Branch, self: string) {
+  return {
+    name: b.name,
+    state: b.state === "done" || b.state === "joining" ? "active" : b.state,
+    protocol: "2pc",
+    coordinator: b.coordinator,
+    participants: [{ branch: b.id, sidecar: self, vote: null, acked: b.state === "committed" || b.state === "rolled_back" }],
+    timestamps: { begun: null, prepared: null, decided: null, finished: b.finishedAt ?? null },
+    error: null,
+  };
+}

@@ -1,0 +1,68 @@
+// The in-memory view both Wal implementations need to answer reads and to
+// fold records: shared here so the fold and the reads are written once.
+import type { TxnState } from "../protocol/messages.ts";
+import type { KvEntry } from "./wal.ts";
+import {
+  type BranchSummary,
+  type CoordinatorSummary,
+  type LogRecord,
+  branchKey,
+  coordinatorKey,
+  foldRecord,
+  isTerminal,
+  recordKey,
+  recordKvWrites,
+} from "./records.ts";
+
+export type Summary = CoordinatorSummary | BranchSummary;
+
+/** Minimal map-like storage the fold writes through (a Map, or LMDB dbis). */
+export interface IndexStore {
+  getSummary(key: string): Summary | undefined;
+  putSummary(key: string, s: Summary): void;
+  getKv(key: string): KvEntry | undefined;
+  putKv(key: string, e: KvEntry | undefined): void;
+  putKvVersion(v: number): void;
+}
+
+/** Apply records in order through an IndexStore. Returns the highest kv version written. */
+export function applyRecords(store: IndexStore, records: LogRecord[]): void {
+  for (const rec of records) {
+    const key = recordKey(rec);
+    store.putSummary(key, foldRecord(store.getSummary(key), rec));
+    const kv = recordKvWrites(rec);
+    if (kv) {
+      for (const [k, value, deleted] of kv.writes) store.putKv(k, deleted ? undefined : { value, version: kv.version });
+      store.putKvVersion(kv.version);
+    }
+  }
+}
+
+export function filterUnfinished(summaries: Iterable<[string, Summary]>) {
+  const coordinators: CoordinatorSummary[] = [];
+  const branches: BranchSummary[] = [];
+  for (const [key, s] of summaries) {
+    if (isTerminal(s.state)) continue;
+    if (key.startsWith("c/")) coordinators.push(s as CoordinatorSummary);
+    else branches.push(s as BranchSummary);
+  }
+  return { coordinators, branches };
+}
+
+export function filterList(summaries: Iterable<[string, Summary]>, opts: { state?: TxnState; limit?: number }) {
+  const out: CoordinatorSummary[] = [];
+  const limit = opts.limit ?? 1000;
+  for (const [key, s] of summaries) {
+    if (!key.startsWith("c/")) continue;
+    if (opts.state && s.state !== opts.state) continue;
+    out.push(s as CoordinatorSummary);
+    if (out.length >= limit) break;
+  }
+  return out;
+}
+
+export function isPrunable(s: Summary, before: number): boolean {
+  return isTerminal(s.state) && (s.finishedAt ?? 0) < before;
+}
+
+export { branchKey, coordinatorKey };

@@ -1,0 +1,119 @@
+// The sidecar's durable log over LMDB. One LMDB environment holds three
+// databases: the transaction index (summaries folded from log records), the
+// built-in key-value store, and meta. Each append is one atomic LMDB write
+// transaction; appends issued in the same turn share one commit and one fsync
+// (lmdb-js batches them), which is our group commit. A write promise in
+// lmdb-js means committed, not durable, so append also awaits env.flushed.
+import { open, type Database, type RootDatabase } from "lmdb";
+import type { TxnState } from "../protocol/messages.ts";
+import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
+import type { KvEntry, Wal } from "./wal.ts";
+
+interface StoredKv {
+  v: unknown;
+  ver: number;
+}
+
+export interface LmdbWalStats {
+  appends: number;
+  flushes: number;
+  /** Sum of records per flush, to report the mean batch size. */
+  recordsFlushed: number;
+  lastFlushMs: number;
+}
+
+export class LmdbWal implements Wal {
+  private env: RootDatabase;
+  private index: Database<Summary, string>;
+  private kv: Database<StoredKv, string>;
+  private meta: Database<number, string>;
+  private version: number;
+  private lastFlush: Promise<void> = Promise.resolve();
+  private unflushedRecords = 0;
+  readonly stats: LmdbWalStats = { appends: 0, flushes: 0, recordsFlushed: 0, lastFlushMs: 0 };
+  onFlush?: (ms: number, records: number) => void;
+
+  constructor(path: string) {
+    this.env = open({ path, compression: false, maxDbs: 8 });
+    this.index = this.env.openDB<Summary, string>({ name: "index" });
+    this.kv = this.env.openDB<StoredKv, string>({ name: "kv" });
+    this.meta = this.env.openDB<number, string>({ name: "meta" });
+    this.version = this.meta.get("kvVersion") ?? 0;
+  }
+
+  private readonly store: IndexStore = {
+    getSummary: (key) => this.index.get(key),
+    putSummary: (key, s) => void this.index.put(key, s),
+    getKv: (key) => {
+      const e = this.kv.get(key);
+      return e ? { value: e.v, version: e.ver } : undefined;
+    },
+    putKv: (key, e) => void (e ? this.kv.put(key, { v: e.value, ver: e.version }) : this.kv.remove(key)),
+    putKvVersion: (v) => {
+      if (v > this.version) this.version = v;
+      void this.meta.put("kvVersion", this.version);
+    },
+  };
+
+  append(records: LogRecord[]): Promise<void> {
+    this.stats.appends++;
+    this.unflushedRecords += records.length;
+    const committed = this.env.transaction(() => applyRecords(this.store, records));
+    return committed.then(() => this.flushed());
+  }
+
+  barrier(): Promise<void> {
+    return this.flushed();
+  }
+
+  // One flush covers every commit before it; concurrent callers share it.
+  private flushed(): Promise<void> {
+    const started = performance.now();
+    const records = this.unflushedRecords;
+    const p = this.env.flushed.then(() => {
+      if (records > 0 && this.unflushedRecords >= records) {
+        this.unflushedRecords -= records;
+        this.stats.flushes++;
+        this.stats.recordsFlushed += records;
+        this.stats.lastFlushMs = performance.now() - started;
+        this.onFlush?.(this.stats.lastFlushMs, records);
+      }
+    });
+    this.lastFlush = p;
+    return p;
+  }
+
+  kvGet(key: string): KvEntry | undefined {
+    return this.store.getKv(key);
+  }
+  kvVersion(): number {
+    return this.version;
+  }
+  coordinator(name: string) {
+    return this.index.get(coordinatorKey(name)) as CoordinatorSummary | undefined;
+  }
+  branch(name: string, branch: string) {
+    return this.index.get(branchKey(name, branch)) as BranchSummary | undefined;
+  }
+  private *entries(prefix?: string): Iterable<[string, Summary]> {
+    const range = prefix ? this.index.getRange({ start: prefix, end: prefix + "\uffff" }) : this.index.getRange();
+    for (const { key, value } of range) yield [key, value];
+  }
+  list(opts: { state?: TxnState; limit?: number }) {
+    return filterList(this.entries("c/"), opts);
+  }
+  unfinished() {
+    return filterUnfinished(this.entries());
+  }
+  prune(before: number): number {
+    const doomed: string[] = [];
+    for (const [k, s] of this.entries()) if (isPrunable(s, before)) doomed.push(k);
+    if (doomed.length) void this.env.transaction(() => doomed.forEach((k) => this.index.remove(k)));
+    return doomed.length;
+  }
+  async close(): Promise<void> {
+    await this.lastFlush;
+    await this.env.close();
+  }
+}

@@ -1,0 +1,155 @@
+// Durable log records and the summaries they fold into (the transaction index).
+// Both Wal implementations use foldRecord, so LMDB and memory cannot disagree.
+import type { TxnState } from "../protocol/messages.ts";
+
+export type Outcome = "commit" | "rollback";
+export type Protocol = "2pc" | "saga";
+
+export interface BranchRef {
+  id: string;
+  sidecar: string;
+  /** Read-only branches voted "readonly" and take no part in phase 2. */
+  readonly?: boolean;
+}
+
+/** A write in a branch's write set: a value, or a deletion. */
+export type Write = [key: string, value: unknown, deleted: boolean];
+
+export type LogRecord =
+  // Coordinator side. Before c.prepared nothing needs to be durable except enlistments.
+  | { r: "c.enlist"; name: string; protocol: Protocol; branch: BranchRef; at: number }
+  | {
+      r: "c.prepared";
+      name: string;
+      protocol: Protocol;
+      branches: BranchRef[];
+      createdAt: number;
+      at: number;
+      preparedTimeoutMs?: number;
+      traceparent?: string;
+    }
+  | { r: "c.decision"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
+  | { r: "c.end"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
+  // Participant side.
+  | { r: "p.prepared"; name: string; branch: string; coordinator: string; writes: Write[]; reads: string[]; at: number }
+  | { r: "p.end"; name: string; branch: string; coordinator: string; outcome: Outcome; writes: Write[]; version: number; at: number };
+
+export interface CoordinatorSummary {
+  name: string;
+  protocol: Protocol;
+  state: TxnState;
+  branches: BranchRef[];
+  createdAt: number;
+  preparedAt?: number;
+  decidedAt?: number;
+  finishedAt?: number;
+  preparedTimeoutMs?: number;
+  reason?: string;
+  participant?: string;
+  traceparent?: string;
+}
+
+export interface BranchSummary {
+  name: string;
+  branch: string;
+  coordinator: string;
+  state: "prepared" | "committed" | "rolled_back";
+  writes: Write[];
+  reads: string[];
+  preparedAt?: number;
+  finishedAt?: number;
+}
+
+export const coordinatorKey = (name: string) => `c/${name}`;
+export const branchKey = (name: string, branch: string) => `p/${name}/${branch}`;
+
+export function isTerminal(state: TxnState): boolean {
+  return state === "committed" || state === "rolled_back" || state === "compensated";
+}
+
+/** The index key a record updates. */
+export function recordKey(rec: LogRecord): string {
+  return rec.r.startsWith("c.") ? coordinatorKey(rec.name) : branchKey(rec.name, (rec as { branch: string }).branch);
+}
+
+/** Fold one record into the summary stored under recordKey(rec). Pure. */
+export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined, rec: LogRecord): CoordinatorSummary | BranchSummary {
+  switch (rec.r) {
+    case "c.enlist": {
+      const p = prev as CoordinatorSummary | undefined;
+      const base: CoordinatorSummary =
+        p && !isTerminal(p.state) ? p : { name: rec.name, protocol: rec.protocol, state: "active", branches: [], createdAt: rec.at };
+      if (base.branches.some((b) => b.id === rec.branch.id)) return base;
+      return { ...base, branches: [...base.branches, rec.branch] };
+    }
+    case "c.prepared":
+      return {
+        name: rec.name,
+        protocol: rec.protocol,
+        state: "prepared",
+        branches: rec.branches,
+        createdAt: rec.createdAt,
+        preparedAt: rec.at,
+        preparedTimeoutMs: rec.preparedTimeoutMs,
+        traceparent: rec.traceparent,
+      };
+    case "c.decision": {
+      const p = prev as CoordinatorSummary | undefined;
+      return {
+        ...(p ?? {}),
+        name: rec.name,
+        protocol: rec.protocol,
+        state: rec.outcome === "commit" ? "committing" : "rolling_back",
+        branches: rec.branches,
+        createdAt: rec.createdAt,
+        decidedAt: rec.at,
+        reason: rec.reason,
+        participant: rec.participant,
+      };
+    }
+    case "c.end": {
+      const p = prev as CoordinatorSummary | undefined;
+      return {
+        ...(p ?? {}),
+        name: rec.name,
+        protocol: rec.protocol,
+        state: rec.outcome === "commit" ? "committed" : "rolled_back",
+        branches: rec.branches,
+        createdAt: rec.createdAt,
+        decidedAt: p?.decidedAt ?? rec.at,
+        finishedAt: rec.at,
+        reason: rec.reason,
+        participant: rec.participant,
+      };
+    }
+    case "p.prepared":
+      return {
+        name: rec.name,
+        branch: rec.branch,
+        coordinator: rec.coordinator,
+        state: "prepared",
+        writes: rec.writes,
+        reads: rec.reads,
+        preparedAt: rec.at,
+      };
+    case "p.end": {
+      const p = prev as BranchSummary | undefined;
+      // Terminal branches keep no write set: the data now lives in the store.
+      return {
+        name: rec.name,
+        branch: rec.branch,
+        coordinator: rec.coordinator,
+        state: rec.outcome === "commit" ? "committed" : "rolled_back",
+        writes: [],
+        reads: [],
+        preparedAt: p?.preparedAt,
+        finishedAt: rec.at,
+      };
+    }
+  }
+}
+
+/** Store writes a record carries (only a committed branch end carries any). */
+export function recordKvWrites(rec: LogRecord): { writes: Write[]; version: number } | undefined {
+  return rec.r === "p.end" && rec.outcome === "commit" && rec.writes.length ? { writes: rec.writes, version: rec.version } : undefined;
+}

@@ -1,0 +1,389 @@
+// The client against a fake sidecar on a Unix socket: framing, pipelining, coalescing, backpressure, loss.
+import { afterEach, describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { tmpdir } from "node:os";
+import { connect, OutcomeUnknownError, ProtocolError, TransactionConflictError, type Client } from "../../client/index.ts";
+import { limits, PROTOCOL_VERSION } from "../../src/limits.ts";
+import { encodeFrame, FrameDecoder } from "../../src/protocol/frame.ts";
+
+type Req = { id: number; op: string } & Record<string, any>;
+type PeerState = { decoder: FrameDecoder; unsent: Uint8Array };
+type Peer = Socket<PeerState>;
+type Handle = (req: Req, reply: (body: object) => void, peer: Peer) => void;
+
+let seq = 0;
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const fn of cleanups.splice(0)) fn();
+});
+
+/** Answers hello, hands every other request to `handle`. */
+function fakeSidecar(handle: Handle = () => {}, path = `${tmpdir()}/dtx-client-${process.pid}-${seq++}.sock`) {
+  const requests: Req[] = [];
+  const peers = new Set<Peer>();
+  const waiters: { ready: () => boolean; resolve: () => void }[] = [];
+  let connections = 0;
+  // Replies queue behind a short write until `drain`, as a real sidecar must.
+  const write = (s: Peer, bytes: Uint8Array) => {
+    s.data.unsent = s.data.unsent.length ? Buffer.concat([s.data.unsent, bytes]) : bytes;
+    s.data.unsent = s.data.unsent.subarray(Math.max(0, s.write(s.data.unsent)));
+  };
+  const server = Bun.listen<PeerState>({
+    unix: path,
+    socket: {
+      open(s) {
+        s.data = { decoder: new FrameDecoder(), unsent: new Uint8Array(0) };
+        peers.add(s);
+        connections++;
+      },
+      close(s) {
+        peers.delete(s);
+      },
+      drain(s) {
+        write(s, new Uint8Array(0));
+      },
+      data(s, chunk) {
+        for (const ev of s.data.decoder.push(chunk)) {
+          if (ev.kind !== "body") throw new Error(`fake sidecar got ${ev.kind}`);
+          const req = ev.body as Req;
+          requests.push(req);
+          const reply = (body: object) => write(s, encodeFrame(body));
+          if (req.op === "hello") reply({ id: req.id, ok: true, version: PROTOCOL_VERSION });
+          else handle(req, reply, s);
+        }
+        for (const w of waiters.filter((w) => w.ready())) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      },
+    },
+  });
+  cleanups.push(() => server.stop(true));
+  return {
+    path,
+    stop: () => server.stop(true),
+    requests,
+    get connections() {
+      return connections;
+    },
+    ops: () => requests.map((r) => r.op),
+    dropAll: () => peers.forEach((p) => p.terminate()),
+    /** Resolves once the fake has received `n` requests with this op. */
+    received(op: string, n = 1): Promise<void> {
+      const ready = () => requests.filter((r) => r.op === op).length >= n;
+      if (ready()) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        waiters.push({ ready, resolve });
+        setTimeout(() => reject(new Error(`fake sidecar did not receive ${n} × ${op}`)), 2000);
+      });
+    },
+  };
+}
+
+/** Records every socket.write the client makes (length asked, bytes taken) until the test ends. */
+function spyOnSocketWrites(): { length: number; written: number }[] {
+  const writes: { length: number; written: number }[] = [];
+  const original = Bun.connect;
+  (Bun as { connect: unknown }).connect = async (options: Parameters<typeof original>[0]) => {
+    const socket = await original(options);
+    const write = socket.write.bind(socket);
+    socket.write = (data: Uint8Array) => {
+      const written = write(data);
+      writes.push({ length: data.length, written });
+      return written;
+    };
+    return socket;
+  };
+  cleanups.push(() => ((Bun as { connect: unknown }).connect = original));
+  return writes;
+}
+
+async function client(path: string, opts: { reconnect?: boolean } = {}): Promise<Client> {
+  const c = await connect({ socket: path, connectTimeoutMs: 1000, ...opts });
+  cleanups.unshift(() => c.close());
+  return c;
+}
+
+const ok = (req: Req, result: object = {}) => ({ id: req.id, ok: true, ...result });
+const fail = (req: Req, code: string, message = code, extra: object = {}) => ({
+  id: req.id,
+  ok: false,
+  error: { code, message, retryable: false, ...extra },
+});
+
+describe("client wire", () => {
+  test("hello is the first request, with the protocol version, and ids increase from 1", async () => {
+    const fake = fakeSidecar((req, reply) => reply(ok(req, { found: false })));
+    const dtx = await client(fake.path);
+    await dtx.get("a");
+    await dtx.get("b");
+    expect(fake.requests.map((r) => [r.id, r.op])).toEqual([
+      [1, "hello"],
+      [2, "get"],
+      [3, "get"],
+    ]);
+    expect(fake.requests[0].version).toBe(PROTOCOL_VERSION);
+  });
+
+  test("a PROTOCOL_VERSION reply to hello rejects connect without retrying", async () => {
+    const path = `${tmpdir()}/dtx-client-${process.pid}-${seq++}.sock`;
+    let hellos = 0;
+    const server = Bun.listen({
+      unix: path,
+      socket: {
+        data(s, chunk) {
+          for (const ev of new FrameDecoder().push(chunk)) {
+            hellos++;
+            s.write(encodeFrame(fail(ev.kind === "body" ? (ev.body as Req) : ({ id: 0 } as Req), "PROTOCOL_VERSION", "sidecar speaks 2")));
+          }
+        },
+      },
+    });
+    cleanups.push(() => server.stop(true));
+    const err = await connect({ socket: path }).catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("PROTOCOL_VERSION");
+    expect(hellos).toBe(1);
+  });
+
+  test("pipelined replies that come back out of order reach their own callers", async () => {
+    const held: Req[] = [];
+    const fake = fakeSidecar((req, reply) => {
+      held.push(req);
+      if (held.length === 100) for (const r of held.reverse()) reply(ok(r, { found: true, value: `v:${r.key}` }));
+    });
+    const dtx = await client(fake.path);
+    const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+    expect(await Promise.all(keys.map((k) => dtx.get(k)))).toEqual(keys.map((k) => `v:${k}`));
+  });
+
+  test("frames written in one tick leave in one socket write", async () => {
+    const fake = fakeSidecar((req, reply) => reply(ok(req, { found: false })));
+    const writes = spyOnSocketWrites();
+    const dtx = await client(fake.path);
+    writes.length = 0;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => dtx.get(`k${i}`)));
+    expect(writes.length).toBe(1);
+    expect(fake.ops().filter((op) => op === "get").length).toBe(50);
+  });
+
+  test("writes larger than the socket buffer are finished on drain, intact and in order", async () => {
+    const sizes = [6, 1, 4, 0, 3].map((mib) => mib * 1024 * 1024 + 7);
+    const fake = fakeSidecar((req, reply) => {
+      if (req.op === "begin") reply(ok(req, { name: req.name, branch: "A:1", context: "tok", protocol: "2pc" }));
+      if (req.op === "put") reply(ok(req));
+      if (req.op === "prepare") reply(ok(req, { name: req.name, state: "prepared", protocol: "2pc" }));
+    });
+    const writes = spyOnSocketWrites();
+    const dtx = await client(fake.path);
+    await dtx.beginDistributed("big-1", async (tx) => {
+      await Promise.all(sizes.map((n, i) => tx.put(`blob/${i}`, new Uint8Array(n).fill(i + 1))));
+    });
+    expect(writes.some((w) => w.written < w.length)).toBe(true); // the drain path really ran
+    const puts = fake.requests.filter((r) => r.op === "put");
+    expect(puts.map((r) => r.key)).toEqual(sizes.map((_, i) => `blob/${i}`));
+    puts.forEach((r, i) => {
+      expect(r.value.length).toBe(sizes[i]);
+      expect(r.value[sizes[i] - 1]).toBe(i + 1);
+    });
+  });
+
+  test("a reply with id 0 rejects every request in flight with its error", async () => {
+    const fake = fakeSidecar((req, reply) => {
+      if (req.id === 4) reply({ id: 0, ok: false, error: { code: "FRAME_TOO_LARGE", message: "frame over 16 MiB", retryable: false } });
+    });
+    const dtx = await client(fake.path);
+    const results = await Promise.allSettled([dtx.get("a"), dtx.status("x"), dtx.get("c")]);
+    for (const r of results) {
+      expect(r.status).toBe("rejected");
+      const reason = (r as PromiseRejectedResult).reason;
+      expect(reason).toBeInstanceOf(ProtocolError);
+      expect(reason.code).toBe("FRAME_TOO_LARGE");
+    }
+  });
+
+  test("a lost connection cuts off a commit with OutcomeUnknownError, other calls with CONNECTION_LOST, then reconnects", async () => {
+    const fake = fakeSidecar((req, reply) => {
+      if (req.op === "list") reply(ok(req, { transactions: [] }));
+    });
+    const dtx = await client(fake.path);
+    const commit = dtx.commitDistributed("order-42").catch((e) => e);
+    const status = dtx.status("order-42").catch((e) => e);
+    await fake.received("status");
+    fake.dropAll();
+    const [commitErr, statusErr] = await Promise.all([commit, status]);
+    expect(commitErr).toBeInstanceOf(OutcomeUnknownError);
+    expect(commitErr.message).toContain("order-42");
+    expect(statusErr).toBeInstanceOf(ProtocolError);
+    expect(statusErr.code).toBe("CONNECTION_LOST");
+
+    expect(await dtx.list()).toEqual([]);
+    expect(fake.connections).toBe(2);
+    expect(fake.ops().filter((op) => op === "commit").length).toBe(1); // never resent
+  });
+
+  test("a call after the sidecar restarts waits for it and goes through on the new connection", async () => {
+    const answer: Handle = (req, reply) => reply(ok(req, { found: true, value: 1 }));
+    const first = fakeSidecar((req, reply) => req.key !== "cut" && answer(req, reply, undefined as never));
+    const dtx = await client(first.path);
+    const cut = dtx.get("cut").catch((e) => e);
+    await first.received("get");
+    first.stop();
+    first.dropAll();
+    expect((await cut).code).toBe("CONNECTION_LOST");
+    let second: ReturnType<typeof fakeSidecar> | undefined;
+    setTimeout(() => (second = fakeSidecar(answer, first.path)), 100); // the restart takes a while
+    expect(await dtx.get("a")).toBe(1);
+    expect(second?.ops()).toEqual(["hello", "get"]);
+  });
+
+  test("no more than requestsInFlightPerConnMax requests are in flight on one connection", async () => {
+    const total = limits.requestsInFlightPerConnMax + 100;
+    const held: Req[] = [];
+    let maxHeld = 0;
+    let received = 0;
+    const fake = fakeSidecar((req, reply) => {
+      received++;
+      held.push(req);
+      maxHeld = Math.max(maxHeld, held.length);
+      // Hold the replies a moment: a client ignoring the bound would have sent more by then.
+      if (held.length === limits.requestsInFlightPerConnMax) setTimeout(() => held.splice(0).forEach((r) => reply(ok(r, { found: false }))), 20);
+      if (received === total) held.splice(0).forEach((r) => reply(ok(r, { found: false })));
+    });
+    const dtx = await client(fake.path);
+    await Promise.all(Array.from({ length: total }, (_, i) => dtx.get(`k${i}`)));
+    expect(maxHeld).toBe(limits.requestsInFlightPerConnMax);
+  });
+
+  test("with reconnect off, a call after the connection is lost rejects with CONNECTION_LOST", async () => {
+    const fake = fakeSidecar();
+    const dtx = await client(fake.path, { reconnect: false });
+    const pending = dtx.get("a").catch((e) => e);
+    await fake.received("get");
+    fake.dropAll();
+    expect((await pending).code).toBe("CONNECTION_LOST");
+    const err = await dtx.get("b").catch((e) => e);
+    expect(err.code).toBe("CONNECTION_LOST");
+    expect(fake.connections).toBe(1);
+  });
+
+  test("connect gives up with CONNECTION_FAILED when no sidecar listens", async () => {
+    const started = Date.now();
+    const err = await connect({ socket: `${tmpdir()}/dtx-nobody-${process.pid}.sock`, connectTimeoutMs: 150 }).catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("CONNECTION_FAILED");
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  test("close rejects pending calls with CLIENT_CLOSED and refuses later ones", async () => {
+    const fake = fakeSidecar();
+    const dtx = await connect({ socket: fake.path });
+    const pending = dtx.get("a").catch((e) => e);
+    await fake.received("get");
+    dtx.close();
+    expect((await pending).code).toBe("CLIENT_CLOSED");
+    expect((await dtx.get("b").catch((e) => e)).code).toBe("CLIENT_CLOSED");
+    expect(fake.connections).toBe(1);
+  });
+});
+
+describe("client transactions", () => {
+  const txnSidecar = (prepare: (req: Req) => object = (req) => ok(req, { name: req.name, state: "prepared", protocol: "2pc" })) =>
+    fakeSidecar((req, reply) => {
+      switch (req.op) {
+        case "begin":
+          return reply(ok(req, { name: req.name, branch: "A:1", context: "ctx-token", protocol: "2pc" }));
+        case "join":
+          return reply(ok(req, { name: "order-42", branch: "B:1", coordinator: "A" }));
+        case "get":
+          return reply(ok(req, req.key === "stock/A" ? { found: true, value: 9 } : { found: false }));
+        case "prepare":
+          return reply(prepare(req));
+        default:
+          return reply(ok(req));
+      }
+    });
+
+  test("beginDistributed runs the callback on a branch and resolves with the prepare reply", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    let seen: unknown[] = [];
+    const result = await dtx.beginDistributed(
+      "order-42",
+      async (tx) => {
+        await tx.put("orders/42", { sku: "A", qty: 1 });
+        seen = [tx.name, tx.context, await tx.get("stock/A"), await tx.get("missing")];
+        await tx.delete("tmp");
+      },
+      { protocol: "2pc", timeoutMs: 5000 },
+    );
+    expect(result).toEqual({ name: "order-42", state: "prepared", protocol: "2pc" });
+    expect(seen).toEqual(["order-42", "ctx-token", 9, undefined]);
+    expect(fake.ops()).toEqual(["hello", "begin", "put", "get", "get", "delete", "prepare"]);
+    const [, begin, put] = fake.requests;
+    expect(begin).toEqual({ id: 2, op: "begin", name: "order-42", protocol: "2pc", timeoutMs: 5000 });
+    expect(put).toEqual({ id: 3, op: "put", name: "order-42", branch: "A:1", key: "orders/42", value: { sku: "A", qty: 1 } });
+  });
+
+  test("beginDistributed rolls back and rethrows when the callback throws", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    const boom = new Error("out of stock");
+    const err = await dtx.beginDistributed("order-43", async () => {
+      throw boom;
+    }).catch((e) => e);
+    expect(err).toBe(boom);
+    expect(fake.ops()).toEqual(["hello", "begin", "rollback"]);
+    expect(fake.requests[2]).toMatchObject({ name: "order-43", reason: "out of stock" });
+  });
+
+  test("a conflict at prepare rejects beginDistributed with TransactionConflictError", async () => {
+    const fake = txnSidecar((req) => fail(req, "TRANSACTION_CONFLICT", "stock/A changed", { participant: "A/store" }));
+    const dtx = await client(fake.path);
+    const err = await dtx.beginDistributed("order-44", async (tx) => void (await tx.get("stock/A"))).catch((e) => e);
+    expect(err).toBeInstanceOf(TransactionConflictError);
+    expect(err.retryable).toBe(true);
+    expect(err.participant).toBe("A/store");
+  });
+
+  test("tx used after its callback returned is refused locally", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    let leaked: { put(k: string, v: unknown): Promise<void> } | undefined;
+    await dtx.beginDistributed("order-45", (tx) => void (leaked = tx));
+    const err = await leaked!.put("late", 1).catch((e) => e);
+    expect(err.code).toBe("INVALID_STATE");
+    expect(fake.ops()).not.toContain("put");
+  });
+
+  test("join runs the callback on the joined branch, ends it ok and returns the callback's value", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    const value = await dtx.join("ctx-token", async (tx) => {
+      await tx.put("stock/A", 8);
+      return tx.context;
+    });
+    expect(value).toBe("ctx-token");
+    expect(fake.ops()).toEqual(["hello", "join", "put", "end"]);
+    expect(fake.requests[3]).toMatchObject({ name: "order-42", branch: "B:1", ok: true });
+  });
+
+  test("join ends the branch with ok false and the reason when the callback throws", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    const err = await dtx.join("ctx-token", () => Promise.reject(new Error("card declined"))).catch((e) => e);
+    expect(err.message).toBe("card declined");
+    expect(fake.requests[2]).toMatchObject({ op: "end", name: "order-42", branch: "B:1", ok: false, reason: "card declined" });
+  });
+
+  test("commitDistributed and rollbackDistributed return the sidecar's outcome", async () => {
+    const fake = fakeSidecar((req, reply) => {
+      if (req.op === "commit") reply(ok(req, { name: req.name, outcome: "committed", protocol: "2pc", pending: ["B"] }));
+      if (req.op === "rollback") reply(fail(req, "NOT_FOUND", "no transaction order-9"));
+    });
+    const dtx = await client(fake.path);
+    expect(await dtx.commitDistributed("order-42")).toEqual({ name: "order-42", outcome: "committed", protocol: "2pc", pending: ["B"] });
+    const err = await dtx.rollbackDistributed("order-9").catch((e) => e);
+    expect(err.code).toBe("NOT_FOUND");
+  });
+});
