@@ -57,7 +57,16 @@ export class SidecarProcess {
     });
     this.proc = proc;
     this.exited = proc.exited;
-    const readyLine = new Promise<number>((res, rej) => {
+    const readyLine = new Promise<number>((resolveReady, rejectReady) => {
+      let settled = false;
+      const res = (port: number) => {
+        settled = true;
+        resolveReady(port);
+      };
+      const rej = (e: Error) => {
+        if (!settled) rejectReady(e);
+        settled = true;
+      };
       const timer = setTimeout(() => rej(new Error(`sidecar ${this.opts.id} not ready within ${timeoutMs} ms:\n${this.output}`)), timeoutMs);
       const pump = async (stream: ReadableStream<Uint8Array>) => {
         const dec = new TextDecoder();
@@ -66,7 +75,7 @@ export class SidecarProcess {
           this.output += text;
           if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
           const m = /"port":(\d+)[^\n]*"msg":"ready"/.exec(this.output);
-          if (m) {
+          if (m && !settled) {
             clearTimeout(timer);
             res(Number(m[1]));
           }
