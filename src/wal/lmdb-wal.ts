@@ -17,10 +17,9 @@ interface StoredKv {
 
 export interface LmdbWalStats {
   appends: number;
+  records: number;
+  /** Distinct fsyncs; appends / flushes is the group-commit batch size. */
   flushes: number;
-  /** Sum of records per flush, to report the mean batch size. */
-  recordsFlushed: number;
-  lastFlushMs: number;
 }
 
 export class LmdbWal implements Wal {
@@ -30,9 +29,10 @@ export class LmdbWal implements Wal {
   private meta: Database<number, string>;
   private version: number;
   private lastFlush: Promise<void> = Promise.resolve();
-  private unflushedRecords = 0;
-  readonly stats: LmdbWalStats = { appends: 0, flushes: 0, recordsFlushed: 0, lastFlushMs: 0 };
-  onFlush?: (ms: number, records: number) => void;
+  private seenFlushes = new WeakSet<Promise<void>>();
+  readonly stats: LmdbWalStats = { appends: 0, records: 0, flushes: 0 };
+  /** Called with how long each flush (fsync) took, for metrics. */
+  onFlush?: (ms: number) => void;
 
   constructor(path: string) {
     this.env = open({ path, compression: false, maxDbs: 8 });
@@ -58,7 +58,7 @@ export class LmdbWal implements Wal {
 
   append(records: LogRecord[]): Promise<void> {
     this.stats.appends++;
-    this.unflushedRecords += records.length;
+    this.stats.records += records.length;
     const committed = this.env.transaction(() => applyRecords(this.store, records));
     return committed.then(() => this.flushed());
   }
@@ -67,21 +67,17 @@ export class LmdbWal implements Wal {
     return this.flushed();
   }
 
-  // One flush covers every commit before it; concurrent callers share it.
+  // Every commit before a flush shares it: count each flush once (group commit).
   private flushed(): Promise<void> {
-    const started = performance.now();
-    const records = this.unflushedRecords;
-    const p = this.env.flushed.then(() => {
-      if (records > 0 && this.unflushedRecords >= records) {
-        this.unflushedRecords -= records;
-        this.stats.flushes++;
-        this.stats.recordsFlushed += records;
-        this.stats.lastFlushMs = performance.now() - started;
-        this.onFlush?.(this.stats.lastFlushMs, records);
-      }
-    });
-    this.lastFlush = p;
-    return p;
+    const f = this.env.flushed as Promise<void>;
+    if (!this.seenFlushes.has(f)) {
+      this.seenFlushes.add(f);
+      this.stats.flushes++;
+      const started = performance.now();
+      void f.then(() => this.onFlush?.(performance.now() - started));
+    }
+    this.lastFlush = f;
+    return f;
   }
 
   kvGet(key: string): KvEntry | undefined {

@@ -1,0 +1,59 @@
+// What the federation routes over: one authenticated WebSocket to one peer,
+// dialed by us or accepted from it. Either direction carries both ways.
+import type { Logger } from "pino";
+
+export type Direction = "dialed" | "accepted";
+
+export interface Link {
+  /** The peer's id, proven by its mac. */
+  readonly peer: string;
+  readonly direction: Direction;
+  readonly remote: string;
+  readonly upSince: number;
+  /** false if the socket is gone or too far behind; the caller may try another link or queue. */
+  send(bytes: Uint8Array): boolean;
+  close(code: number, reason: string): void;
+}
+
+/** What a link reports to the federation once it is authenticated. */
+export interface LinkEvents {
+  up(link: Link): void;
+  down(link: Link, code: number, reason: string): void;
+  receive(link: Link, data: unknown): void;
+}
+
+export interface LinkContext {
+  self: string;
+  /** "" when no --secret-file is configured: allowed only between loopback addresses. */
+  secret: string;
+  log: Logger;
+  events: LinkEvents;
+}
+
+export const federationLimits = {
+  /** Messages kept per peer while no link is up; the engine resends anything that matters. */
+  peerQueueMax: 256,
+  /** Queued messages older than this are not worth sending on reconnect. */
+  peerQueueAgeMaxMs: 2_000,
+  /** Bytes a link may have unsent before further messages to it are dropped. */
+  peerBufferedBytesMax: 8 * 1024 * 1024,
+  /** Both proofs must be exchanged within this time after the socket opens. */
+  authTimeoutMs: 5_000,
+  backoffMinMs: 50,
+  backoffMaxMs: 2_000,
+  /** WebSocket close reasons are limited to 123 bytes. */
+  closeReasonBytesMax: 123,
+} as const;
+
+/** A close reason the WebSocket layer will accept (<= 123 bytes of UTF-8). */
+export function closeReason(text: string): string {
+  const buf = Buffer.from(text);
+  return buf.length <= federationLimits.closeReasonBytesMax ? text : buf.subarray(0, federationLimits.closeReasonBytesMax - 3).toString("utf8").replace(/\uFFFD$/, "") + "...";
+}
+
+/** Binary WebSocket payloads as bytes; undefined for text. */
+export function binaryBytes(data: unknown): Uint8Array | undefined {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return undefined;
+}
