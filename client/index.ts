@@ -4,6 +4,8 @@ import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import type { WireError } from "../src/protocol/errors.ts";
+import type { z } from "zod";
+import type { participantSpec } from "../src/protocol/orchestration.ts";
 import type { ClientOp, ClientRequest, TxnState } from "../src/protocol/messages.ts";
 import { DtxClientError, errorFromWire, OutcomeUnknownError, ProtocolError } from "./errors.ts";
 
@@ -40,7 +42,58 @@ export interface Tx {
   delete(key: string): Promise<void>;
 }
 
+/** What a service callback receives: the transaction, the participant, and what to do. */
+export interface CallbackCall {
+  name: string;
+  participantId: string;
+  idempotencyKey: string;
+  payload?: unknown;
+  context?: unknown;
+  action?: string;
+}
+
+/**
+ * Handlers of a participant that is a service: TCC (prepare/commit/abort) and/or
+ * Saga (action/compensate). A prepare that returns false or throws votes abort;
+ * an action that throws fails the step (retried only if the error has retryable: true);
+ * commit, abort and compensate are retried until they succeed or their budget runs out.
+ */
+export interface ServiceHandlers {
+  prepare?(call: CallbackCall): unknown;
+  commit?(call: CallbackCall): unknown;
+  abort?(call: CallbackCall): unknown;
+  action?(call: CallbackCall): unknown;
+  compensate?(call: CallbackCall): unknown;
+}
+
+export type CreateOptions = Omit<Args<"o_create">, "name">;
+/** What addParticipant takes: defaults (supports2pc, supportsSaga, retryPolicy) may be left out. */
+export type ParticipantOptions = z.input<typeof participantSpec>;
+export type ExecuteResult = {
+  name: string;
+  outcome: TxnState;
+  protocol: Protocol | null;
+  reason: string | null;
+  participants: { participantId: string; status: string; result: unknown; error: string | null }[];
+};
+
+/** An orchestrated transaction: requirements pick 2PC or Saga at execute. */
+export interface OrchestratedTransaction {
+  readonly name: string;
+  addParticipant(p: ParticipantOptions): Promise<void>;
+  execute(): Promise<ExecuteResult>;
+  getStatus(): Promise<StatusResult>;
+  abort(): Promise<ExecuteResult>;
+}
+
 export interface Client {
+  createTransaction(opts: { name: string } & CreateOptions): Promise<OrchestratedTransaction>;
+  /** Serve calls for participants with endpoint `service:<service>` on this sidecar. */
+  register(service: string, handlers: ServiceHandlers): Promise<void>;
+  /** Retry every unfinished orchestrated transaction now; returns their names. */
+  recover(): Promise<string[]>;
+  /** Operator: decide a prepared transaction, or close a failed one. Refuses to contradict a durable decision. */
+  resolve(name: string, outcome: "commit" | "rollback"): Promise<Record<string, unknown>>;
   beginDistributed(name: string, fn: (tx: Tx) => unknown, opts?: BeginOptions): Promise<PrepareResult>;
   join<T>(token: string, fn: (tx: Tx) => T | Promise<T>): Promise<T>;
   commitDistributed(name: string): Promise<CommitResult>;
@@ -159,6 +212,11 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
         const what = event.kind === "too_large" ? `a ${event.length}-byte frame` : `an undecodable frame (${event.error})`;
         return breakConn(c, new ProtocolError("BAD_REPLY", `the sidecar sent ${what}`));
       }
+      const inbound = event.body as { cb?: unknown; op?: unknown } | null;
+      if (inbound && typeof inbound === "object" && inbound.op === "callback" && typeof inbound.cb === "number") {
+        void serveCallback(c, inbound as unknown as CallbackFrame);
+        continue;
+      }
       const reply = event.body as { id?: unknown; ok?: unknown; error?: unknown } | null;
       if (typeof reply !== "object" || reply === null || typeof reply.id !== "number" || typeof reply.ok !== "boolean") {
         return breakConn(c, new ProtocolError("BAD_REPLY", `the sidecar sent a reply without id and ok: ${JSON.stringify(reply)}`));
@@ -176,6 +234,27 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
         p.reject(errorFromWire(reply.error));
       }
     }
+  }
+
+  const services = new Map<string, ServiceHandlers>();
+  const methods: Record<string, keyof ServiceHandlers> = { prepare: "prepare", commit: "commit", abort: "abort", execute: "action", compensate: "compensate" };
+
+  async function serveCallback(c: Conn, f: CallbackFrame): Promise<void> {
+    const method = methods[f.method];
+    const handler = method ? services.get(f.service)?.[method] : undefined;
+    let answer: Args<"callback_result">;
+    if (!handler) {
+      answer = { cb: f.cb, ok: false, error: `service ${f.service} has no ${method ?? f.method} handler`, retryable: method !== "action" && method !== "prepare" };
+    } else {
+      try {
+        const result = await handler({ name: f.name, participantId: f.participantId, idempotencyKey: f.idempotencyKey, payload: f.payload, context: f.context, action: f.action });
+        answer = method === "prepare" && result === false ? { cb: f.cb, ok: false, error: "voted abort", retryable: false } : { cb: f.cb, ok: true, result: result ?? null };
+      } catch (err) {
+        const retryable = (err as { retryable?: unknown })?.retryable === true || (method !== "action" && method !== "prepare");
+        answer = { cb: f.cb, ok: false, error: reasonOf(err), retryable };
+      }
+    }
+    await request(c, "callback_result", answer).catch(() => {}); // lost: the sidecar retries the call
   }
 
   async function dial(deadline: number): Promise<Conn> {
@@ -199,6 +278,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     );
     try {
       await send(c, "hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
+      for (const service of services.keys()) await send(c, "register", { service }); // serve again after a reconnect
       return c;
     } catch (e) {
       breakConn(c, e as DtxClientError);
@@ -279,6 +359,39 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   await ready();
 
   return {
+    async createTransaction({ name, ...opts }) {
+      await call("o_create", { ...opts, name });
+      return {
+        name,
+        async addParticipant(participant) {
+          await call("o_add", { name, participant: participant as Args<"o_add">["participant"] });
+        },
+        async execute() {
+          return (await call("o_execute", { name })) as unknown as ExecuteResult;
+        },
+        async getStatus() {
+          return (await call("status", { name })) as StatusResult;
+        },
+        async abort() {
+          return (await call("o_abort", { name })) as unknown as ExecuteResult;
+        },
+      };
+    },
+
+    async register(service, handlers) {
+      services.set(service, handlers);
+      await call("register", { service });
+    },
+
+    async recover() {
+      const r = await call("recover", {});
+      return Array.isArray(r.resumed) ? (r.resumed as string[]) : [];
+    },
+
+    async resolve(name, outcome) {
+      return call("resolve", { name, outcome });
+    },
+
     async beginDistributed(name, fn, opts = {}) {
       const c = await ready();
       const begun = await request(c, "begin", { ...opts, name });
@@ -345,6 +458,19 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       c.socket?.end();
     },
   };
+}
+
+interface CallbackFrame {
+  cb: number;
+  op: "callback";
+  service: string;
+  method: string;
+  name: string;
+  participantId: string;
+  idempotencyKey: string;
+  payload?: unknown;
+  context?: unknown;
+  action?: string;
 }
 
 function text(reply: Reply, field: string): string {

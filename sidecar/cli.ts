@@ -10,6 +10,7 @@ const usage = `usage:
               [--peer B=ws://127.0.0.1:7401 ...] [--secret-file F] [--db name=url ...] [--log-level info]
   dtx status <name> [--socket S] [--json]
   dtx list [--state prepared] [--socket S] [--json]
+  dtx resolve <name> --commit|--rollback [--socket S]
 Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
 
 /** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage, 3 cannot reach the sidecar. */
@@ -20,6 +21,7 @@ async function main(argv: string[]): Promise<number> {
       return runSidecar(rest);
     case "status":
     case "list":
+    case "resolve":
       return query(command, rest);
     case undefined:
     case "help":
@@ -62,7 +64,7 @@ function takeFlag(args: string[], flag: string): string | undefined {
   return v;
 }
 
-async function query(command: "status" | "list", args: string[]): Promise<number> {
+async function query(command: "status" | "list" | "resolve", args: string[]): Promise<number> {
   const json = args.includes("--json");
   if (json) args.splice(args.indexOf("--json"), 1);
   const socket = takeFlag(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
@@ -75,6 +77,18 @@ async function query(command: "status" | "list", args: string[]): Promise<number
     return 3;
   }
   try {
+    if (command === "resolve") {
+      const commit = args.includes("--commit");
+      const rollback = args.includes("--rollback");
+      const name = args.find((a) => !a.startsWith("--"));
+      if (!name || commit === rollback) {
+        console.error("dtx resolve: give a transaction name and exactly one of --commit or --rollback");
+        return 2;
+      }
+      const r = await dtx.resolve(name, commit ? "commit" : "rollback");
+      console.log(json ? JSON.stringify(r) : `${name}: ${String(r.outcome ?? r.state)}`);
+      return 0;
+    }
     if (command === "status") {
       const name = args[0];
       if (!name) {

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { ErrorCode, type WireError, wireError } from "../src/protocol/errors.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
-import { clientRequest, describeZodError } from "../src/protocol/messages.ts";
+import { type ClientRequest, clientRequest, describeZodError } from "../src/protocol/messages.ts";
 import type { ClientInput, ReplyBody } from "../src/txn/types.ts";
 
 interface ConnState {
@@ -25,6 +25,10 @@ export interface ClientServerHooks {
   /** Hand a validated request to the engine. */
   request(conn: number, req: ClientInput): void;
   disconnected(conn: number): void;
+  /** This connection serves calls for `service` (dtx.register). */
+  register(conn: number, service: string): void;
+  /** A client answered a callback the sidecar sent it. */
+  callbackResult(conn: number, answer: Extract<ClientRequest, { op: "callback_result" }>): void;
   /** undefined when requests are accepted; otherwise the error to answer with. */
   refusal(): WireError | undefined;
 }
@@ -67,6 +71,14 @@ export class ClientServer {
     return this.conns.size;
   }
 
+  /** Send a sidecar-initiated frame (a service callback); false if the connection is gone. */
+  push(conn: number, frame: Record<string, unknown>): boolean {
+    const s = this.conns.get(conn);
+    if (!s) return false;
+    this.write(s, frame);
+    return true;
+  }
+
   reply(conn: number, id: number, body: ReplyBody): void {
     const s = this.conns.get(conn);
     if (s) this.write(s, { id, ...body });
@@ -102,13 +114,21 @@ export class ClientServer {
       }
       return this.write(s, { id, ok: true, version: PROTOCOL_VERSION, sidecar: this.hooks.sidecarId });
     }
+    if (req.op === "callback_result") {
+      this.hooks.callbackResult(s.data.id, req);
+      return this.write(s, { id, ok: true });
+    }
     const refusal = this.hooks.refusal();
+    if (!refusal && req.op === "register") {
+      this.hooks.register(s.data.id, req.service);
+      return this.write(s, { id, ok: true, service: req.service });
+    }
     if (refusal) return this.write(s, { id, ok: false, error: refusal });
     if (req.op === "put" && bytes > limits.valueBytesMax && encodeBody(req.value).length > limits.valueBytesMax) {
       return this.write(s, { id, ok: false, error: wireError(ErrorCode.LIMIT_EXCEEDED, `value is over valueBytesMax (${limits.valueBytesMax} bytes)`) });
     }
     try {
-      this.hooks.request(s.data.id, req);
+      this.hooks.request(s.data.id, req as ClientInput);
     } catch (err) {
       this.hooks.log.error({ err, op: req.op, name: (req as { name?: string }).name }, "request failed inside the engine");
       this.write(s, { id, ok: false, error: wireError(ErrorCode.INTERNAL, `internal error: ${(err as Error).message}`) });

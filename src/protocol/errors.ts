@@ -18,6 +18,13 @@ export const ErrorCode = {
   PEER_UNREACHABLE: "PEER_UNREACHABLE",
   UNAUTHORIZED: "UNAUTHORIZED",
   INTERNAL: "INTERNAL",
+  // SQL branches (DESIGN §5.3).
+  SQL_DB_UNKNOWN: "SQL_DB_UNKNOWN",
+  SQL_CONNECTION_FAILED: "SQL_CONNECTION_FAILED",
+  SQL_PREPARED_DISABLED: "SQL_PREPARED_DISABLED",
+  SQL_PREPARE_FAILED: "SQL_PREPARE_FAILED",
+  SQL_GID_DUPLICATE: "SQL_GID_DUPLICATE",
+  SQL_GID_UNKNOWN: "SQL_GID_UNKNOWN",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -27,6 +34,7 @@ const retryableCodes: ReadonlySet<string> = new Set([
   ErrorCode.PEER_UNREACHABLE,
   ErrorCode.STORAGE_FULL,
   ErrorCode.TIMEOUT,
+  ErrorCode.SQL_CONNECTION_FAILED,
 ]);
 
 export interface WireError {

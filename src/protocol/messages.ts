@@ -2,6 +2,8 @@
 // Types at the edges come from here (z.infer), so wire and types cannot drift.
 import { z } from "zod";
 import { limits } from "../limits.ts";
+import { sqlDbNamePattern } from "./sql-branch.ts";
+import { participantSpec } from "./orchestration.ts";
 
 export const txnName = z
   .string()
@@ -13,6 +15,7 @@ export const key = z
   .min(1, "key must not be empty")
   .refine((k) => Buffer.byteLength(k) <= limits.keyBytesMax, `key is longer than keyBytesMax (${limits.keyBytesMax} bytes)`);
 const reqId = z.number().int().nonnegative();
+export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Za-z0-9_.-]{1,32}$ (a --db name configured on the sidecar)");
 
 export const protocolChoice = z.enum(["auto", "2pc", "saga"]);
 export const consistency = z.enum(["eventual", "strong", "immediate"]);
@@ -62,6 +65,37 @@ export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
   z.object({ id: reqId, op: z.literal("rollback"), name: txnName, reason: z.string().max(1000).optional() }),
   z.object({ id: reqId, op: z.literal("status"), name: txnName }),
+  // SQL branches: register a database for this branch (logged before the reply), then report it prepared.
+  z.object({ id: reqId, op: z.literal("sql_open"), name: txnName, branch: branchId, db: sqlDbName }),
+  z.object({ id: reqId, op: z.literal("sql_prepared"), name: txnName, branch: branchId, db: sqlDbName, gid: z.string().min(1).max(200) }),
+  // The orchestrated face (createTransaction → addParticipant → execute).
+  z.object({
+    id: reqId,
+    op: z.literal("o_create"),
+    name: txnName,
+    protocol: protocolChoice.optional(),
+    consistency: consistency.optional(),
+    availability: availability.optional(),
+    timeoutMs: durationMs.optional(),
+    context: z.unknown().optional(),
+  }),
+  z.object({ id: reqId, op: z.literal("o_add"), name: txnName, participant: participantSpec }),
+  z.object({ id: reqId, op: z.literal("o_execute"), name: txnName }),
+  z.object({ id: reqId, op: z.literal("o_abort"), name: txnName, reason: z.string().max(1000).optional() }),
+  z.object({ id: reqId, op: z.literal("recover") }),
+  z.object({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
+  // Service callbacks: this connection serves a participant; the sidecar calls it with {cb, ...} frames.
+  z.object({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),
+  z.object({
+    id: reqId,
+    op: z.literal("callback_result"),
+    cb: z.number().int().nonnegative(),
+    ok: z.boolean(),
+    result: z.unknown().optional(),
+    error: z.string().max(2000).optional(),
+    /** false: the call failed for good (e.g. a business refusal); otherwise it is retried. */
+    retryable: z.boolean().optional(),
+  }),
   z.object({
     id: reqId,
     op: z.literal("list"),

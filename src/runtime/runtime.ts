@@ -3,7 +3,8 @@
 import type { Logger } from "pino";
 import type { PeerMessage } from "../protocol/messages.ts";
 import type { Node } from "../txn/node.ts";
-import type { Effect, Input, ReplyBody, ReplyTo } from "../txn/types.ts";
+import type { CallOutcome } from "../participants/outcome.ts";
+import type { Effect, Input, ParticipantCall, ReplyBody, ReplyTo } from "../txn/types.ts";
 import type { Wal } from "../wal/wal.ts";
 
 export interface RuntimeIo {
@@ -12,6 +13,10 @@ export interface RuntimeIo {
   /** Deliver a reply to a client connection (dropped if it has gone). */
   reply(to: ReplyTo, body: ReplyBody): void;
   log: Logger;
+  /** Call a participant of an orchestrated transaction. */
+  call(call: ParticipantCall): Promise<CallOutcome>;
+  /** Finish a branch's prepared SQL work (its decision is durable by now); absent where no databases are configured. */
+  finishSql?(e: Extract<Effect, { k: "finish_sql" }>): void;
   /** The log could not be written: stop, and let restart recover from what is durable. */
   onWalFailure(err: unknown): void;
 }
@@ -66,6 +71,17 @@ export class Runtime {
         const input = e.input;
         return this.input({ ...input, now: Date.now() } as Input);
       }
+      case "call": {
+        const c = e.call;
+        this.io.call(c).then(
+          (o) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, ...o, now: Date.now() }),
+          (err) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, outcome: "retry", error: String(err), now: Date.now() }),
+        );
+        return;
+      }
+      case "finish_sql":
+        if (this.io.finishSql) return this.io.finishSql(e);
+        return void this.io.log.error({ name: e.name, branch: e.branch, gids: e.resources.map((r) => r.gid) }, "no SQL databases configured to finish this branch");
       case "persist":
         throw new Error("persist effects are executed before the others");
     }

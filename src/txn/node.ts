@@ -11,9 +11,12 @@ import type { PeerMessage, TxnState } from "../protocol/messages.ts";
 import { decodeToken, encodeToken } from "../protocol/token.ts";
 import { limits, timing } from "../limits.ts";
 import { LockTable, staleRead } from "../store/locks.ts";
-import type { BranchRef, BranchSummary, CoordinatorSummary, LogRecord, Outcome, Protocol, Write } from "../wal/records.ts";
+import { formatGid, type SqlKind } from "../protocol/sql-branch.ts";
+import type { BranchRef, BranchSummary, CoordinatorSummary, LogRecord, Outcome, Protocol, SqlResourceRef, Write } from "../wal/records.ts";
 import { isTerminal } from "../wal/records.ts";
+import type { OrchestrationSummary } from "../wal/orchestration-records.ts";
 import type { WalReader } from "../wal/wal.ts";
+import { Orchestrator } from "./orchestrator.ts";
 import { selectProtocol } from "./select.ts";
 import type { ClientInput, Effect, Input, ReplyBody, ReplyTo } from "./types.ts";
 
@@ -71,6 +74,8 @@ export interface Branch {
   finishedAt?: number;
   applied: boolean;
   traceparent?: string;
+  /** Databases this branch runs SQL in; it votes yes only once every one reported prepared. */
+  resources: (SqlResourceRef & { prepared: boolean })[];
 }
 
 export interface NodeOptions {
@@ -82,6 +87,10 @@ export interface NodeOptions {
   ackWaitMs?: number;
   /** Finished transactions stay in memory this long before status reads them from the log. */
   evictAfterMs?: number;
+  /** The runtime's seeded PRNG (retry jitter). */
+  random?: () => number;
+  /** SQL databases configured on this sidecar (--db name=url), for tx.sql(name). */
+  databases?: ReadonlyMap<string, { kind: SqlKind; url: string }>;
 }
 
 const bkey = (name: string, branch: string) => `${name}/${branch}`;
@@ -98,6 +107,8 @@ export class Node {
   private readonly ackWaitMs: number;
   private readonly evictAfterMs: number;
   private out: Effect[] = [];
+  private readonly databases: ReadonlyMap<string, { kind: SqlKind; url: string }>;
+  readonly orchestrator: Orchestrator;
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -106,6 +117,21 @@ export class Node {
     this.kvVersion = opts.reader.kvVersion();
     this.ackWaitMs = opts.ackWaitMs ?? 5_000;
     this.evictAfterMs = opts.evictAfterMs ?? 10_000;
+    this.databases = opts.databases ?? new Map();
+    const random = opts.random ?? (() => 0.5);
+    this.orchestrator = new Orchestrator(
+      {
+        reader: this.reader,
+        locks: this.locks,
+        persist: (rec) => this.persist(rec),
+        ok: (to, result) => this.ok(to, result),
+        fail: (to, error) => this.fail(to, error),
+        call: (call) => this.out.push({ k: "call", call }),
+        random,
+        nextVersion: () => ++this.kvVersion,
+      },
+      this.id,
+    );
   }
 
   step(input: Input): Effect[] {
@@ -124,10 +150,13 @@ export class Node {
         this.onDisconnect(input.conn, input.now);
         break;
       case "recover":
-        this.onRecover(input.coordinators, input.branches, input.now);
+        this.onRecover(input.coordinators, input.branches, input.now, input.orchestrations);
         break;
       case "applied":
         this.onApplied(input.name, input.branch);
+        break;
+      case "call_result":
+        this.orchestrator.onResult(input, input.now);
         break;
       default: {
         const never: never = input;
@@ -175,8 +204,26 @@ export class Node {
         return this.decide(req.name, "rollback", from, now, req.reason);
       case "status":
         return this.status(req.name, from);
+      case "sql_open":
+        return this.sqlOpen(req, from, now);
+      case "sql_prepared":
+        return this.sqlPrepared(req, from);
       case "list":
         return this.ok(from, { transactions: this.list(req.state, req.limit) });
+      case "o_create":
+        if (this.nameTaken(req.name)) return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is active; names are unique while a transaction is active`));
+        return this.orchestrator.create(req, from, now);
+      case "o_add":
+        return this.orchestrator.add(req.name, req.participant, from);
+      case "o_execute":
+        return this.orchestrator.execute(req.name, from, now);
+      case "o_abort":
+        return this.orchestrator.abort(req.name, from, now, req.reason);
+      case "recover":
+        return this.ok(from, { resumed: this.orchestrator.kick(now) });
+      case "resolve":
+        if (this.orchestrator.resolve(req.name, req.outcome, from, now)) return;
+        return this.decide(req.name, req.outcome, from, now, "resolved by an operator");
       default: {
         const never: never = req;
         throw new Error(`unknown op ${JSON.stringify(never)}`);
@@ -184,7 +231,18 @@ export class Node {
     }
   }
 
+  /** A name is taken while any transaction of that name, plain or orchestrated, is unfinished. */
+  private nameTaken(name: string): boolean {
+    const c = this.coords.get(name);
+    if (c && !isTerminal(c.state)) return true;
+    const s = this.reader.coordinator(name);
+    return (!c && !!s && !isTerminal(s.state)) || this.orchestrator.active(name);
+  }
+
   private begin(req: Extract<ClientInput, { op: "begin" }>, from: ReplyTo, now: number) {
+    if (this.orchestrator.active(req.name)) {
+      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is an active orchestrated transaction`));
+    }
     const existing = this.coords.get(req.name);
     if (existing && !isTerminal(existing.state)) {
       return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
@@ -302,6 +360,50 @@ export class Node {
     }
   }
 
+  /** Register a database for a branch's SQL work: logged before the service learns the gid (DESIGN §5.3). */
+  private sqlOpen(req: Extract<ClientInput, { op: "sql_open" }>, from: ReplyTo, now: number) {
+    const b = this.activeBranch(req.name, req.branch, from);
+    if (!b) return;
+    const db = this.databases.get(req.db);
+    if (!db) {
+      const known = [...this.databases.keys()].join(", ") || "none";
+      return this.fail(from, wireError(ErrorCode.SQL_DB_UNKNOWN, `no database "${req.db}" is configured on sidecar ${this.id} (configured: ${known}); start the sidecar with --db ${req.db}=postgres://… or mysql://…`));
+    }
+    if (b.resources.some((r) => r.db === req.db)) {
+      return this.fail(from, wireError(ErrorCode.SQL_GID_DUPLICATE, `branch ${b.id} of "${b.name}" already has a SQL branch in "${req.db}"; use one tx.sql("${req.db}") handle`));
+    }
+    if (b.resources.length >= limits.sqlResourcesPerBranchMax) {
+      return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than sqlResourcesPerBranchMax (${limits.sqlResourcesPerBranchMax}) databases in one branch`));
+    }
+    const made = formatGid({ sidecar: this.id, branch: b.id, db: req.db, name: b.name }, db.kind);
+    if ("error" in made) return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, made.error));
+    const resource: SqlResourceRef = { db: req.db, gid: made.gid, kind: db.kind };
+    b.resources.push({ ...resource, prepared: false });
+    this.persist({ r: "p.resource", name: b.name, branch: b.id, coordinator: b.coordinator, resource, at: now });
+    this.ok(from, { ...resource, url: db.url });
+  }
+
+  /** The service prepared a branch's SQL work under its gid and closed that connection. */
+  private sqlPrepared(req: Extract<ClientInput, { op: "sql_prepared" }>, from: ReplyTo) {
+    const b = this.branches.get(bkey(req.name, req.branch));
+    const r = b?.resources.find((x) => x.db === req.db);
+    if (!b || !r || r.gid !== req.gid) {
+      return this.fail(from, wireError(ErrorCode.SQL_GID_UNKNOWN, `sidecar ${this.id} has no SQL branch ${req.gid} in "${req.db}" for branch ${req.branch} of "${req.name}"`));
+    }
+    r.prepared = true;
+    switch (b.state) {
+      case "active":
+      case "done":
+        return this.ok(from);
+      case "rolled_back":
+        // Rolled back while the service was preparing: finish the now-prepared work as well.
+        this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: [sqlRef(r)], outcome: "rollback" });
+        return this.fail(from, abortedError(b.name, this.coords.get(b.name)?.reason));
+      default:
+        return this.fail(from, wireError(ErrorCode.INVALID_STATE, `branch ${b.id} of "${b.name}" is ${b.state}; SQL branches are reported prepared before the callback's branch prepares`));
+    }
+  }
+
   /** A joined branch's callback finished (ok) or threw (not ok). */
   private end(req: Extract<ClientInput, { op: "end" }>, from: ReplyTo, now: number) {
     const b = this.branches.get(bkey(req.name, req.branch));
@@ -363,6 +465,8 @@ export class Node {
   }
 
   private status(name: string, from: ReplyTo) {
+    const o = this.orchestrator.status(name);
+    if (o) return this.ok(from, o);
     const c = this.coords.get(name);
     if (c) return this.ok(from, coordStatus(c, this.id));
     const s = this.reader.coordinator(name);
@@ -381,9 +485,15 @@ export class Node {
       seen.add(c.name);
       if (!state || c.state === state) out.push(coordStatus(c, this.id));
     }
+    for (const o of this.orchestrator.list(state)) {
+      if (out.length >= limit) break;
+      seen.add(o.name as string);
+      out.push(o);
+    }
     for (const s of this.reader.list({ state, limit })) {
       if (out.length >= limit) break;
-      if (!seen.has(s.name)) out.push(summaryStatus(s, this.id));
+      if (seen.has(s.name)) continue;
+      out.push("branches" in s ? summaryStatus(s, this.id) : (this.orchestrator.status(s.name) ?? { name: s.name, state: s.state }));
     }
     return out;
   }
@@ -557,6 +667,12 @@ export class Node {
 
   private prepareBranch(b: Branch, now: number) {
     b.pendingPrepare = false;
+    const unprepared = b.resources.find((r) => !r.prepared);
+    if (unprepared) {
+      this.abortBranch(b, now);
+      const reason = `the SQL branch in database "${unprepared.db}" (gid ${unprepared.gid}) was not prepared`;
+      return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason });
+    }
     const keys = new Set([...b.reads.keys(), ...b.writes.keys()]);
     const held = this.locks.tryLockAll(bkey(b.name, b.id), keys);
     const stale = held === undefined ? staleRead(b.reads, this.reader) : undefined;
@@ -566,7 +682,7 @@ export class Node {
       this.abortBranch(b, now);
       return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason, conflict: true });
     }
-    if (b.writes.size === 0) {
+    if (b.writes.size === 0 && b.resources.length === 0) {
       // Read-only: validated now, nothing to commit, no phase 2.
       this.locks.releaseAll(bkey(b.name, b.id), keys);
       b.state = "committed";
@@ -576,7 +692,8 @@ export class Node {
     }
     b.locked = [...keys];
     b.state = "prepared";
-    this.persist({ r: "p.prepared", name: b.name, branch: b.id, coordinator: b.coordinator, writes: writeSet(b), reads: [...b.reads.keys()], at: now });
+    const resources = b.resources.length ? { resources: b.resources.map(sqlRef) } : {};
+    this.persist({ r: "p.prepared", name: b.name, branch: b.id, coordinator: b.coordinator, writes: writeSet(b), reads: [...b.reads.keys()], at: now, ...resources });
     this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "yes" });
   }
 
@@ -591,6 +708,8 @@ export class Node {
         b.state = msg.outcome === "commit" ? "committed" : "rolled_back";
         b.finishedAt = now;
         this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: msg.outcome, writes: msg.outcome === "commit" ? writeSet(b) : [], version, at: now });
+        // The databases are finished after p.end is durable; the ack does not wait (the SQL reconciler guarantees it).
+        if (b.resources.length) this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: msg.outcome });
         // Locks are released only once the outcome (and its writes) are durable.
         this.out.push({ k: "after", input: { k: "applied", name: b.name, branch: b.id, now } });
         return ack();
@@ -629,6 +748,11 @@ export class Node {
     b.state = "rolled_back";
     b.finishedAt = now;
     b.applied = true;
+    if (b.resources.length) {
+      // Durable, so the reconciler rolls these gids back even if the service prepares one later or we restart.
+      this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: "rollback", writes: [], version: 0, at: now });
+      this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: "rollback" });
+    }
     if (b.joinWaiter) {
       this.fail(b.joinWaiter, abortedError(b.name, "the transaction was rolled back before the join completed"));
       b.joinWaiter = undefined;
@@ -670,6 +794,7 @@ export class Node {
   }
 
   private onTick(now: number) {
+    this.orchestrator.tick(now);
     for (const c of this.coords.values()) {
       switch (c.state) {
         case "active":
@@ -747,10 +872,18 @@ export class Node {
     }
   }
 
-  private onRecover(coordinators: CoordinatorSummary[], branches: BranchSummary[], now: number) {
+  private onRecover(coordinators: CoordinatorSummary[], branches: BranchSummary[], now: number, orchestrations: OrchestrationSummary[] = []) {
     this.kvVersion = Math.max(this.kvVersion, this.reader.kvVersion());
+    this.orchestrator.recover(orchestrations, now);
     for (const s of branches) {
+      if (s.state === "active") {
+        // SQL resources registered, branch never prepared: presumed abort, made durable; roll the databases back.
+        this.persist({ r: "p.end", name: s.name, branch: s.branch, coordinator: s.coordinator, outcome: "rollback", writes: [], version: 0, at: now });
+        if (s.resources?.length) this.out.push({ k: "finish_sql", name: s.name, branch: s.branch, resources: s.resources, outcome: "rollback" });
+        continue;
+      }
       const b = this.newBranch(s.name, s.branch, s.coordinator, "prepared", undefined, Infinity, now);
+      b.resources = (s.resources ?? []).map((r) => ({ ...r, prepared: true }));
       for (const [k, v, d] of s.writes) b.writes.set(k, { value: v, deleted: d });
       b.locked = [...new Set([...s.reads, ...s.writes.map((w) => w[0])])];
       b.lastContact = -Infinity; // ask at the first tick
@@ -816,8 +949,13 @@ export class Node {
       ops: 0,
       applied: false,
       traceparent,
+      resources: [],
     };
   }
+}
+
+function sqlRef(r: SqlResourceRef): SqlResourceRef {
+  return { db: r.db, gid: r.gid, kind: r.kind };
 }
 
 function needsAck(b: CoordBranch, outcome: Outcome | undefined): boolean {

@@ -1,7 +1,8 @@
 // Inputs and effects of the pure transaction engine (DESIGN §2).
 import type { WireError } from "../protocol/errors.ts";
 import type { ClientRequest, PeerMessage } from "../protocol/messages.ts";
-import type { BranchSummary, CoordinatorSummary, LogRecord } from "../wal/records.ts";
+import type { OrchestrationSummary, StepOp } from "../wal/orchestration-records.ts";
+import type { BranchSummary, CoordinatorSummary, LogRecord, Outcome, SqlResourceRef } from "../wal/records.ts";
 
 /** Where a reply goes: a client connection and its request id. */
 export interface ReplyTo {
@@ -9,14 +10,17 @@ export interface ReplyTo {
   id: number;
 }
 
-export type ClientInput = Exclude<ClientRequest, { op: "hello" }>;
+/** Requests the engine handles; hello, register and callback_result stay in the sidecar's connection layer. */
+export type ClientInput = Exclude<ClientRequest, { op: "hello" | "register" | "callback_result" }>;
 
 export type Input =
   | { k: "client"; from: ReplyTo; req: ClientInput; now: number }
   | { k: "peer"; msg: PeerMessage; now: number }
   | { k: "tick"; now: number }
   | { k: "disconnect"; conn: number; now: number }
-  | { k: "recover"; coordinators: CoordinatorSummary[]; branches: BranchSummary[]; now: number }
+  | { k: "recover"; coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations?: OrchestrationSummary[]; now: number }
+  /** What a participant call (effect "call") came back with. */
+  | { k: "call_result"; name: string; index: number; callId: number; outcome: "ok" | "fail" | "retry"; result?: unknown; error?: string; now: number }
   /** Fed back by the runtime once a branch's final record is durable. */
   | { k: "applied"; name: string; branch: string; now: number };
 
@@ -27,7 +31,27 @@ export type Effect =
   | { k: "send"; to: string; msg: PeerMessage }
   | { k: "reply"; to: ReplyTo; body: ReplyBody }
   /** Feed this input back into the node once everything persisted so far is durable. */
-  | { k: "after"; input: Input };
+  | { k: "after"; input: Input }
+  /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK). */
+  | { k: "finish_sql"; name: string; branch: string; resources: SqlResourceRef[]; outcome: Outcome }
+  /** Call a participant of an orchestrated transaction; its result comes back as "call_result". */
+  | { k: "call"; call: ParticipantCall };
+
+/** One operation on one participant: HTTP (the seed's protocol) or a registered service callback. */
+export interface ParticipantCall {
+  name: string;
+  index: number;
+  participantId: string;
+  endpoint: string;
+  op: StepOp;
+  callId: number;
+  /** The same for every retry of this operation, so the participant can apply it once. */
+  idempotencyKey: string;
+  payload?: unknown;
+  context?: unknown;
+  action?: string;
+  timeoutMs: number;
+}
 
 /**
  * The runtime's one rule: all persists of a step are made durable (together

@@ -1,8 +1,10 @@
 // The in-memory view both Wal implementations need to answer reads and to
 // fold records: shared here so the fold and the reads are written once.
 import type { TxnState } from "../protocol/messages.ts";
+import type { OrchestrationSummary } from "./orchestration-records.ts";
 import type { KvEntry } from "./wal.ts";
 import {
+  type AnySummary,
   type BranchSummary,
   type CoordinatorSummary,
   type LogRecord,
@@ -14,7 +16,7 @@ import {
   recordKvWrites,
 } from "./records.ts";
 
-export type Summary = CoordinatorSummary | BranchSummary;
+export type Summary = AnySummary;
 
 /** Minimal map-like storage the fold writes through (a Map, or LMDB dbis). */
 export interface IndexStore {
@@ -41,28 +43,32 @@ export function applyRecords(store: IndexStore, records: LogRecord[]): void {
 export function filterUnfinished(summaries: Iterable<[string, Summary]>) {
   const coordinators: CoordinatorSummary[] = [];
   const branches: BranchSummary[] = [];
+  const orchestrations: OrchestrationSummary[] = [];
   for (const [key, s] of summaries) {
+    // A failed orchestration waits for an operator; it is loaded so it can be resolved.
     if (isTerminal(s.state)) continue;
     if (key.startsWith("c/")) coordinators.push(s as CoordinatorSummary);
-    else branches.push(s as BranchSummary);
+    else if (key.startsWith("p/")) branches.push(s as BranchSummary);
+    else if (key.startsWith("o/")) orchestrations.push(s as OrchestrationSummary);
   }
-  return { coordinators, branches };
+  return { coordinators, branches, orchestrations };
 }
 
+/** Transactions this node coordinates (plain and orchestrated), optionally in one state. */
 export function filterList(summaries: Iterable<[string, Summary]>, opts: { state?: TxnState; limit?: number }) {
-  const out: CoordinatorSummary[] = [];
+  const out: (CoordinatorSummary | OrchestrationSummary)[] = [];
   const limit = opts.limit ?? 1000;
   for (const [key, s] of summaries) {
-    if (!key.startsWith("c/")) continue;
+    if (!key.startsWith("c/") && !key.startsWith("o/")) continue;
     if (opts.state && s.state !== opts.state) continue;
-    out.push(s as CoordinatorSummary);
+    out.push(s as CoordinatorSummary | OrchestrationSummary);
     if (out.length >= limit) break;
   }
   return out;
 }
 
 export function isPrunable(s: Summary, before: number): boolean {
-  return isTerminal(s.state) && (s.finishedAt ?? 0) < before;
+  return isTerminal(s.state) && ((s as { finishedAt?: number }).finishedAt ?? 0) < before;
 }
 
 export { branchKey, coordinatorKey };

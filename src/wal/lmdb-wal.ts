@@ -7,6 +7,7 @@
 import { open, type Database, type RootDatabase } from "lmdb";
 import type { TxnState } from "../protocol/messages.ts";
 import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
 import type { KvEntry, Wal } from "./wal.ts";
 
@@ -69,7 +70,7 @@ export class LmdbWal implements Wal {
 
   // Every commit before a flush shares it: count each flush once (group commit).
   private flushed(): Promise<void> {
-    const f = this.env.flushed as Promise<void>;
+    const f = this.env.flushed as unknown as Promise<void>;
     if (!this.seenFlushes.has(f)) {
       this.seenFlushes.add(f);
       this.stats.flushes++;
@@ -96,8 +97,16 @@ export class LmdbWal implements Wal {
     const range = prefix ? this.index.getRange({ start: prefix, end: prefix + "\uffff" }) : this.index.getRange();
     for (const { key, value } of range) yield [key, value];
   }
+  orchestration(name: string) {
+    return this.index.get(orchestrationKey(name)) as OrchestrationSummary | undefined;
+  }
+  barrierEntry(key: string) {
+    return this.index.get(barrierKey(key)) as BarrierSummary | undefined;
+  }
   list(opts: { state?: TxnState; limit?: number }) {
-    return filterList(this.entries("c/"), opts);
+    const limit = opts.limit ?? 1000;
+    const plain = filterList(this.entries("c/"), { ...opts, limit });
+    return plain.length >= limit ? plain : [...plain, ...filterList(this.entries("o/"), { ...opts, limit: limit - plain.length })];
   }
   unfinished() {
     return filterUnfinished(this.entries());

@@ -3,6 +3,7 @@
 // unflushed tail, exactly the failure the simulator must survive.
 import type { TxnState } from "../protocol/messages.ts";
 import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
 import type { KvEntry, Wal } from "./wal.ts";
 
@@ -102,6 +103,12 @@ export class MemoryWal implements Wal {
   }
   branch(name: string, branch: string) {
     return this.view.getSummary(branchKey(name, branch)) as BranchSummary | undefined;
+  }
+  orchestration(name: string) {
+    return this.view.getSummary(orchestrationKey(name)) as OrchestrationSummary | undefined;
+  }
+  barrierEntry(key: string) {
+    return this.view.getSummary(barrierKey(key)) as BarrierSummary | undefined;
   }
   list(opts: { state?: TxnState; limit?: number }) {
     return filterList(this.view.index, opts);

@@ -1,6 +1,7 @@
 // Durable log records and the summaries they fold into (the transaction index).
 // Both Wal implementations use foldRecord, so LMDB and memory cannot disagree.
 import type { TxnState } from "../protocol/messages.ts";
+import { type BarrierSummary, type OrchestrationRecord, type OrchestrationSummary, foldOrchestration, orchestrationRecordKey } from "./orchestration-records.ts";
 
 export type Outcome = "commit" | "rollback";
 export type Protocol = "2pc" | "saga";
@@ -12,10 +13,18 @@ export interface BranchRef {
   readonly?: boolean;
 }
 
+/** A database a branch runs SQL in (DESIGN §5.3): prepared by the service under `gid`, finished by the sidecar. */
+export interface SqlResourceRef {
+  db: string;
+  gid: string;
+  kind: "postgres" | "mysql";
+}
+
 /** A write in a branch's write set: a value, or a deletion. */
 export type Write = [key: string, value: unknown, deleted: boolean];
 
 export type LogRecord =
+  | OrchestrationRecord
   // Coordinator side. Before c.prepared nothing needs to be durable except enlistments.
   | { r: "c.enlist"; name: string; protocol: Protocol; branch: BranchRef; at: number }
   | {
@@ -31,7 +40,9 @@ export type LogRecord =
   | { r: "c.decision"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
   | { r: "c.end"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
   // Participant side.
-  | { r: "p.prepared"; name: string; branch: string; coordinator: string; writes: Write[]; reads: string[]; at: number }
+  // Logged before the service is told the gid, so every dtx gid in a database has a record (or is an orphan).
+  | { r: "p.resource"; name: string; branch: string; coordinator: string; resource: SqlResourceRef; at: number }
+  | { r: "p.prepared"; name: string; branch: string; coordinator: string; writes: Write[]; reads: string[]; at: number; resources?: SqlResourceRef[] }
   | { r: "p.end"; name: string; branch: string; coordinator: string; outcome: Outcome; writes: Write[]; version: number; at: number };
 
 export interface CoordinatorSummary {
@@ -53,9 +64,11 @@ export interface BranchSummary {
   name: string;
   branch: string;
   coordinator: string;
-  state: "prepared" | "committed" | "rolled_back";
+  /** "active": only SQL resources registered (p.resource), not prepared; presumed abort after a crash. */
+  state: "active" | "prepared" | "committed" | "rolled_back";
   writes: Write[];
   reads: string[];
+  resources?: SqlResourceRef[];
   preparedAt?: number;
   finishedAt?: number;
 }
@@ -69,12 +82,21 @@ export function isTerminal(state: TxnState): boolean {
 
 /** The index key a record updates. */
 export function recordKey(rec: LogRecord): string {
+  if (rec.r.startsWith("o.") || rec.r === "b.op") return orchestrationRecordKey(rec as OrchestrationRecord);
   return rec.r.startsWith("c.") ? coordinatorKey(rec.name) : branchKey(rec.name, (rec as { branch: string }).branch);
 }
 
 /** Fold one record into the summary stored under recordKey(rec). Pure. */
-export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined, rec: LogRecord): CoordinatorSummary | BranchSummary {
+export type AnySummary = CoordinatorSummary | BranchSummary | OrchestrationSummary | BarrierSummary;
+
+export function foldRecord(prev: AnySummary | undefined, rec: LogRecord): AnySummary {
   switch (rec.r) {
+    case "o.begin":
+    case "o.step":
+    case "o.decision":
+    case "o.end":
+    case "b.op":
+      return foldOrchestration(prev as OrchestrationSummary | BarrierSummary | undefined, rec);
     case "c.enlist": {
       const p = prev as CoordinatorSummary | undefined;
       const base: CoordinatorSummary =
@@ -122,6 +144,13 @@ export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined,
         participant: rec.participant,
       };
     }
+    case "p.resource": {
+      const p = prev as BranchSummary | undefined;
+      if (p && p.state !== "active") return p;
+      const resources = p?.resources ?? [];
+      if (resources.some((r) => r.gid === rec.resource.gid)) return p!;
+      return { name: rec.name, branch: rec.branch, coordinator: rec.coordinator, state: "active", writes: [], reads: [], resources: [...resources, rec.resource] };
+    }
     case "p.prepared":
       return {
         name: rec.name,
@@ -131,6 +160,7 @@ export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined,
         writes: rec.writes,
         reads: rec.reads,
         preparedAt: rec.at,
+        ...(rec.resources?.length ? { resources: rec.resources } : {}),
       };
     case "p.end": {
       const p = prev as BranchSummary | undefined;
@@ -144,6 +174,7 @@ export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined,
         reads: [],
         preparedAt: p?.preparedAt,
         finishedAt: rec.at,
+        ...(p?.resources?.length ? { resources: p.resources } : {}),
       };
     }
   }
@@ -151,5 +182,6 @@ export function foldRecord(prev: CoordinatorSummary | BranchSummary | undefined,
 
 /** Store writes a record carries (only a committed branch end carries any). */
 export function recordKvWrites(rec: LogRecord): { writes: Write[]; version: number } | undefined {
+  if (rec.r === "o.step") return rec.writes?.length ? { writes: rec.writes, version: rec.version ?? 0 } : undefined;
   return rec.r === "p.end" && rec.outcome === "commit" && rec.writes.length ? { writes: rec.writes, version: rec.version } : undefined;
 }

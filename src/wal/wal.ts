@@ -1,6 +1,7 @@
 // The durable log + transaction index + store, behind one interface with
 // an LMDB implementation (sidecar) and an in-memory one (simulator, unit tests).
 import type { TxnState } from "../protocol/messages.ts";
+import type { BarrierSummary, OrchestrationSummary } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
 
 export interface KvEntry {
@@ -15,7 +16,9 @@ export interface WalReader {
   kvVersion(): number;
   coordinator(name: string): CoordinatorSummary | undefined;
   branch(name: string, branch: string): BranchSummary | undefined;
-  list(opts: { state?: TxnState; limit?: number }): CoordinatorSummary[];
+  orchestration(name: string): OrchestrationSummary | undefined;
+  barrierEntry(key: string): BarrierSummary | undefined;
+  list(opts: { state?: TxnState; limit?: number }): (CoordinatorSummary | OrchestrationSummary)[];
 }
 
 export interface Wal extends WalReader {
@@ -24,7 +27,7 @@ export interface Wal extends WalReader {
   /** Resolves once everything appended so far is durable. */
   barrier(): Promise<void>;
   /** Summaries of every transaction and branch that is not finished, for recovery. */
-  unfinished(): { coordinators: CoordinatorSummary[]; branches: BranchSummary[] };
+  unfinished(): { coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations: OrchestrationSummary[] };
   /** Forget finished transactions that finished before `before` (retention). Returns how many. */
   prune(before: number): number;
   close(): Promise<void>;

@@ -1,0 +1,520 @@
+// Orchestrated transactions (the seed's DistributedTransactionManagerNode):
+// createTransaction → addParticipant → execute, which picks 2PC or Saga and
+// drives every participant to the end. Pure: calls to participants are
+// effects, their results come back as inputs, time is handed in.
+//
+// 2PC: prepare all → every vote yes → commit all (decision logged first);
+//      any no → rollback all that may have prepared.
+// Saga: execute steps in order; a step that fails → compensate the steps
+//      that ran, newest first, one at a time.
+// Every finished operation is logged (o.step) before anything depends on it,
+// so a restarted sidecar resumes where it was and never repeats a finished
+// operation; retries reuse the operation's idempotency key.
+import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
+import type { TxnState } from "../protocol/messages.ts";
+import { type ParticipantSpec, type RetryPolicy, retryPolicy, storePayload } from "../protocol/orchestration.ts";
+import type { LockTable } from "../store/locks.ts";
+import type { OrchestrationRecord, OrchestrationSummary, StepDone, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
+import type { Protocol, Write } from "../wal/records.ts";
+import { isTerminal } from "../wal/records.ts";
+import type { WalReader } from "../wal/wal.ts";
+import { type Requirements, selectProtocol } from "./select.ts";
+import type { ParticipantCall, ReplyTo } from "./types.ts";
+
+export const orchestrationDefaults = { timeoutMs: 300_000 };
+
+export interface OrchestratorHost {
+  readonly reader: WalReader;
+  readonly locks: LockTable;
+  persist(rec: OrchestrationRecord): void;
+  ok(to: ReplyTo, result: Record<string, unknown>): void;
+  fail(to: ReplyTo, error: WireError): void;
+  call(call: ParticipantCall): void;
+  /** From the runtime's seeded PRNG: jitter only. */
+  random(): number;
+  nextVersion(): number;
+}
+
+interface Inflight {
+  op: StepOp;
+  callId: number;
+  attempts: number;
+  firstAt: number;
+  nextAt: number;
+  outstanding: boolean;
+  lastError?: string;
+}
+
+export interface Orch {
+  name: string;
+  state: TxnState;
+  choice: "auto" | Protocol;
+  protocol?: Protocol;
+  requirements: Requirements;
+  context?: unknown;
+  timeoutMs: number;
+  createdAt: number;
+  deadline: number;
+  specs: ParticipantSpec[];
+  done: StepDone[][];
+  before: Record<number, Write[]>;
+  decision?: "commit" | "rollback" | "compensate";
+  decidedAt?: number;
+  finishedAt?: number;
+  reason?: string;
+  inflight: Map<number, Inflight>;
+  waiters: ReplyTo[];
+  /** o.begin is logged: from here on the protocol is fixed and the transaction is recovered. */
+  executed: boolean;
+}
+
+type CreateReq = { name: string; protocol?: "auto" | Protocol; consistency?: Requirements["consistency"]; availability?: Requirements["availability"]; timeoutMs?: number; context?: unknown };
+
+const isStore = (s: ParticipantSpec) => s.endpoint === "store:";
+const policyOf = (s: ParticipantSpec): RetryPolicy => retryPolicy.parse(s.retryPolicy ?? {});
+const last = (o: Orch, i: number, op: StepOp) => {
+  const d = o.done[i];
+  for (let k = d.length - 1; k >= 0; k--) if (d[k].op === op) return d[k];
+  return undefined;
+};
+
+export class Orchestrator {
+  readonly orchs = new Map<string, Orch>();
+  private callSeq = 0;
+
+  constructor(
+    private readonly host: OrchestratorHost,
+    private readonly nodeId: string,
+  ) {}
+
+  /** True when this name is taken by an orchestration that has not finished. */
+  active(name: string): boolean {
+    const o = this.orchs.get(name);
+    if (o) return !isTerminal(o.state) && o.state !== "failed";
+    const s = this.summary(name);
+    return !!s && !isTerminal(s.state) && s.state !== "failed";
+  }
+
+  create(req: CreateReq, from: ReplyTo, now: number) {
+    const timeoutMs = req.timeoutMs ?? orchestrationDefaults.timeoutMs;
+    this.orchs.set(req.name, {
+      name: req.name,
+      state: "active",
+      choice: req.protocol ?? "auto",
+      requirements: { consistency: req.consistency, availability: req.availability },
+      context: req.context,
+      timeoutMs,
+      createdAt: now,
+      deadline: now + timeoutMs,
+      specs: [],
+      done: [],
+      before: {},
+      inflight: new Map(),
+      waiters: [],
+      executed: false,
+    });
+    this.host.ok(from, { name: req.name, state: "active" });
+  }
+
+  add(name: string, spec: ParticipantSpec, from: ReplyTo) {
+    const o = this.orchs.get(name);
+    if (!o) return this.host.fail(from, wireError(ErrorCode.NOT_FOUND, `no orchestrated transaction "${name}" on sidecar ${this.nodeId}; createTransaction first`));
+    if (o.executed || o.state !== "active") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is already executing; add participants before execute`));
+    if (o.specs.some((s) => s.participantId === spec.participantId)) {
+      return this.host.fail(from, wireError(ErrorCode.BAD_REQUEST, `participantId "${spec.participantId}" is already in "${name}"`));
+    }
+    // The built-in store takes part in Sagas only; 2PC over the store is beginDistributed's job.
+    o.specs.push(isStore(spec) ? { ...spec, supports2pc: false } : spec);
+    o.done.push([]);
+    this.host.ok(from, { name, participants: o.specs.length });
+  }
+
+  execute(name: string, from: ReplyTo, now: number) {
+    const o = this.orchs.get(name) ?? this.fromSummary(name, now);
+    if (!o) return this.host.fail(from, wireError(ErrorCode.NOT_FOUND, `no orchestrated transaction "${name}" on sidecar ${this.nodeId}`));
+    if (isTerminal(o.state) || o.state === "failed") return this.host.ok(from, this.result(o));
+    o.waiters.push(from);
+    if (o.executed) return;
+    if (o.specs.length === 0) {
+      o.waiters = [];
+      return this.host.fail(from, wireError(ErrorCode.BAD_REQUEST, `transaction "${name}" has no participants; addParticipant first`));
+    }
+    const chosen = selectProtocol(o.choice, o.requirements, o.specs.map((s) => ({ participantId: s.participantId, supports2pc: s.supports2pc, supportsSaga: s.supportsSaga })));
+    if (!chosen.ok) {
+      // Nothing has run: the transaction is simply dropped.
+      this.orchs.delete(name);
+      o.waiters = [];
+      return this.host.fail(from, chosen.error);
+    }
+    o.protocol = chosen.protocol;
+    o.executed = true;
+    o.state = o.protocol === "2pc" ? "preparing" : "active";
+    o.deadline = now + o.timeoutMs;
+    this.host.persist({
+      r: "o.begin",
+      name,
+      protocol: o.protocol,
+      participants: o.specs,
+      requirements: { ...o.requirements },
+      context: o.context,
+      createdAt: o.createdAt,
+      at: now,
+    });
+    this.drive(o, now);
+  }
+
+  abort(name: string, from: ReplyTo, now: number, reason = "aborted by the client") {
+    const o = this.orchs.get(name) ?? this.fromSummary(name, now);
+    if (!o) return this.host.fail(from, wireError(ErrorCode.NOT_FOUND, `no orchestrated transaction "${name}" on sidecar ${this.nodeId}`));
+    if (!o.executed) {
+      o.state = "rolled_back";
+      o.reason = reason;
+      o.finishedAt = now;
+      return this.host.ok(from, this.result(o));
+    }
+    if (o.decision === "commit") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" decided to commit; a decision is never changed`));
+    if (isTerminal(o.state) || o.state === "failed") {
+      if (o.state === "committed") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed`));
+      return this.host.ok(from, this.result(o));
+    }
+    o.waiters.push(from);
+    if (!o.decision) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", reason, now);
+    this.drive(o, now);
+  }
+
+  /** The operator closes a transaction: decide a prepared one, or close a failed one. */
+  resolve(name: string, outcome: "commit" | "rollback", from: ReplyTo, now: number) {
+    const o = this.orchs.get(name) ?? this.fromSummary(name, now);
+    if (!o) return false;
+    const wants: TxnState = outcome === "commit" ? "committed" : o.protocol === "saga" ? "compensated" : "rolled_back";
+    const decidedCommit = o.decision === "commit";
+    if (o.decision && decidedCommit !== (outcome === "commit")) {
+      this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" has a durable ${o.decision} decision; resolve it with --${decidedCommit ? "commit" : "rollback"}`));
+      return true;
+    }
+    if (isTerminal(o.state)) {
+      if (o.state === wants) this.host.ok(from, this.result(o));
+      else this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${o.state}`));
+      return true;
+    }
+    if (o.state !== "failed") {
+      this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${o.state}; only failed transactions need resolving, the others finish by themselves`));
+      return true;
+    }
+    this.end(o, wants, `resolved by an operator (was failed: ${o.reason ?? "unknown"})`, now);
+    this.host.ok(from, this.result(o));
+    return true;
+  }
+
+  onResult(r: { name: string; index: number; callId: number; outcome: "ok" | "fail" | "retry"; result?: unknown; error?: string }, now: number) {
+    const o = this.orchs.get(r.name);
+    const f = o?.inflight.get(r.index);
+    // A duplicate, late or stale result (the barrier of this side): ignore it.
+    if (!o || !f || f.callId !== r.callId || !f.outstanding) return;
+    f.outstanding = false;
+    this.settle(o, r.index, f, r.outcome, r.result, r.error, now);
+    this.drive(o, now);
+  }
+
+  tick(now: number) {
+    for (const o of this.orchs.values()) {
+      if (!o.executed) {
+        if (now >= o.deadline) this.orchs.delete(o.name); // created, never executed: forget it
+        continue;
+      }
+      if (isTerminal(o.state) || o.state === "failed") {
+        if (now - (o.finishedAt ?? now) >= 10_000 && o.waiters.length === 0) this.orchs.delete(o.name);
+        continue;
+      }
+      if (!o.decision && now >= o.deadline) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", `timed out after ${o.timeoutMs} ms`, now);
+      this.drive(o, now);
+    }
+  }
+
+  recover(summaries: OrchestrationSummary[], now: number) {
+    for (const s of summaries) this.fromSummary(s.name, now, s);
+  }
+
+  /** Retry everything now instead of waiting for backoff (dtx.recover()). */
+  kick(now: number): string[] {
+    const names: string[] = [];
+    for (const o of this.orchs.values()) {
+      if (!o.executed || isTerminal(o.state) || o.state === "failed") continue;
+      for (const f of o.inflight.values()) f.nextAt = now;
+      this.drive(o, now);
+      names.push(o.name);
+    }
+    return names;
+  }
+
+  status(name: string): Record<string, unknown> | undefined {
+    const o = this.orchs.get(name);
+    if (o) return this.statusOf(o);
+    const s = this.summary(name);
+    return s ? this.statusOf(this.orchFromSummary(s, 0)) : undefined;
+  }
+
+  list(state: TxnState | undefined): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (const o of this.orchs.values()) if (o.executed && (!state || o.state === state)) out.push(this.statusOf(o));
+    return out;
+  }
+
+  // ---- driving -----------------------------------------------------------------
+
+  private drive(o: Orch, now: number) {
+    // Store steps finish inside this call, so loop until nothing moves.
+    for (let guard = 0; guard < 4 * o.specs.length + 8; guard++) {
+      if (!this.advance(o, now)) return;
+    }
+  }
+
+  /** One pass: start what is due. Returns true if a store step finished inline. */
+  private advance(o: Orch, now: number): boolean {
+    if (isTerminal(o.state) || o.state === "failed") return false;
+    const n = o.specs.length;
+    if (o.protocol === "2pc") {
+      if (!o.decision) {
+        if (o.done.some((_, i) => last(o, i, "prepare")?.outcome === "no")) {
+          const i = o.done.findIndex((_, k) => last(o, k, "prepare")?.outcome === "no");
+          this.decide(o, "rollback", `${o.specs[i].participantId} voted abort${last(o, i, "prepare")?.error ? `: ${last(o, i, "prepare")?.error}` : ""}`, now);
+          return true;
+        }
+        if (o.done.every((_, i) => last(o, i, "prepare")?.outcome === "ok")) {
+          this.decide(o, "commit", undefined, now);
+          return true;
+        }
+        let moved = false;
+        for (let i = 0; i < n; i++) if (!last(o, i, "prepare")) moved = this.want(o, i, "prepare", now) || moved;
+        return moved;
+      }
+      const op = o.decision === "commit" ? "commit" : "abort";
+      const todo = [...o.specs.keys()].filter((i) => !last(o, i, op) && !(op === "abort" && last(o, i, "prepare")?.outcome === "no"));
+      if (todo.length === 0) {
+        this.end(o, o.decision === "commit" ? "committed" : "rolled_back", o.reason, now);
+        return false;
+      }
+      let moved = false;
+      for (const i of todo) moved = this.want(o, i, op, now) || moved;
+      return moved;
+    }
+    // Saga
+    if (!o.decision) {
+      const i = o.done.findIndex((_, k) => last(o, k, "execute")?.outcome !== "ok");
+      if (i < 0) {
+        this.end(o, "committed", undefined, now);
+        return false;
+      }
+      const d = last(o, i, "execute");
+      if (d && (d.outcome === "failed" || d.outcome === "maybe")) {
+        this.decide(o, "compensate", `${o.specs[i].participantId} failed${d.error ? `: ${d.error}` : ""}`, now);
+        return true;
+      }
+      return this.want(o, i, "execute", now);
+    }
+    // Compensate newest first, one at a time; an action that never ran needs nothing.
+    for (let j = n - 1; j >= 0; j--) {
+      const ran = last(o, j, "execute")?.outcome;
+      if ((ran === "ok" || ran === "maybe") && !last(o, j, "compensate")) return this.want(o, j, "compensate", now);
+      if (o.inflight.get(j)?.op === "execute" && !last(o, j, "compensate")) {
+        // An action still in flight when we decided: it may apply, so compensate it too.
+        return this.want(o, j, "compensate", now);
+      }
+    }
+    this.end(o, "compensated", o.reason, now);
+    return false;
+  }
+
+  /** Make sure operation `op` on participant i is under way; returns true if it finished inline. */
+  private want(o: Orch, i: number, op: StepOp, now: number): boolean {
+    let f = o.inflight.get(i);
+    if (f && f.op !== op) {
+      o.inflight.delete(i); // a late result of the old operation is ignored
+      f = undefined;
+    }
+    if (!f) {
+      f = { op, callId: 0, attempts: 0, firstAt: now, nextAt: now, outstanding: false };
+      o.inflight.set(i, f);
+    }
+    if (f.outstanding || now < f.nextAt) return false;
+    f.attempts++;
+    f.callId = ++this.callSeq;
+    const spec = o.specs[i];
+    if (isStore(spec)) {
+      const r = this.storeStep(o, i, op);
+      if (r.outcome === "ok") {
+        o.inflight.delete(i);
+        if (op === "execute") o.before[i] = r.extra!.before!;
+        this.record(o, i, op, "ok", undefined, undefined, now, r.extra);
+      } else this.settle(o, i, f, r.outcome, undefined, r.error, now);
+      return true;
+    }
+    f.outstanding = true;
+    this.host.call({
+      name: o.name,
+      index: i,
+      participantId: spec.participantId,
+      endpoint: spec.endpoint,
+      op,
+      callId: f.callId,
+      idempotencyKey: `${o.name}/${spec.participantId}/${op}`,
+      payload: spec.payload,
+      context: o.context,
+      action: op === "compensate" ? spec.compensationAction : spec.action,
+      timeoutMs: policyOf(spec).callTimeoutMs,
+    });
+    return false;
+  }
+
+  private settle(o: Orch, i: number, f: Inflight, outcome: "ok" | "fail" | "retry", result: unknown, error: string | undefined, now: number) {
+    const op = f.op;
+    if (outcome === "ok") {
+      o.inflight.delete(i);
+      return this.record(o, i, op, "ok", result, undefined, now);
+    }
+    if (outcome === "fail" && (op === "prepare" || op === "execute")) {
+      o.inflight.delete(i);
+      return this.record(o, i, op, op === "prepare" ? "no" : "failed", undefined, error, now);
+    }
+    const p = policyOf(o.specs[i]);
+    f.lastError = error;
+    if (f.attempts < p.attempts && now - f.firstAt < p.budgetMs) {
+      const backoff = Math.min(p.maxBackoffMs, p.backoffMs * 2 ** (f.attempts - 1));
+      f.nextAt = now + Math.floor(backoff / 2 + this.host.random() * (backoff / 2)); // equal jitter
+      return;
+    }
+    o.inflight.delete(i);
+    const why = `${o.specs[i].participantId} ${op} gave up after ${f.attempts} attempts in ${now - f.firstAt} ms${error ? `: ${error}` : ""}`;
+    if (op === "prepare") return this.record(o, i, op, "no", undefined, why, now);
+    if (op === "execute") return this.record(o, i, op, "maybe", undefined, why, now);
+    // A commit, abort or compensation that cannot finish needs an operator.
+    this.end(o, "failed", why, now);
+  }
+
+  private record(o: Orch, i: number, op: StepOp, outcome: StepOutcome, result: unknown, error: string | undefined, now: number, extra: Partial<Extract<OrchestrationRecord, { r: "o.step" }>> = {}) {
+    o.done[i].push({ op, outcome, result, error, at: now });
+    this.host.persist({ r: "o.step", name: o.name, index: i, op, outcome, result, error, at: now, ...extra });
+  }
+
+  private decide(o: Orch, outcome: "commit" | "rollback" | "compensate", reason: string | undefined, now: number) {
+    o.decision = outcome;
+    o.decidedAt = now;
+    o.reason = reason;
+    o.state = outcome === "commit" ? "committing" : outcome === "rollback" ? "rolling_back" : "compensating";
+    this.host.persist({ r: "o.decision", name: o.name, outcome, reason, at: now });
+  }
+
+  private end(o: Orch, state: TxnState, reason: string | undefined, now: number) {
+    o.state = state;
+    o.reason = reason;
+    o.finishedAt = now;
+    o.inflight.clear();
+    this.host.persist({ r: "o.end", name: o.name, state, reason, at: now });
+    for (const w of o.waiters) this.host.ok(w, this.result(o));
+    o.waiters = [];
+  }
+
+  // ---- the built-in store under a Saga -----------------------------------------
+
+  /** The writes of a store step (or of its undo), logged atomically with the step; the record keeps the before-image. */
+  private storeStep(o: Orch, i: number, op: StepOp): { outcome: "ok" | "fail" | "retry"; error?: string; extra?: { writes: Write[]; version: number; before?: Write[] } } {
+    if (op !== "execute" && op !== "compensate") return { outcome: "fail", error: "the built-in store takes part in Sagas only" };
+    const parsed = storePayload.safeParse(o.specs[i].payload ?? {});
+    if (!parsed.success) return { outcome: "fail", error: "store payload must be { put?: {key: value}, delete?: [key] }" };
+    const writes: Write[] =
+      op === "compensate"
+        ? (o.before[i] ?? [])
+        : [...Object.entries(parsed.data.put ?? {}).map(([k, v]): Write => [k, v, false]), ...(parsed.data.delete ?? []).map((k): Write => [k, null, true])];
+    const busy = writes.find(([k]) => this.host.locks.holder(k) !== undefined);
+    if (busy) return { outcome: "retry", error: `key "${busy[0]}" is locked by a prepared transaction` };
+    if (op === "compensate") return { outcome: "ok", extra: { writes, version: this.host.nextVersion() } };
+    const before = writes.map(([k]): Write => {
+      const e = this.host.reader.kvGet(k);
+      return e ? [k, e.value, false] : [k, null, true];
+    });
+    return { outcome: "ok", extra: { writes, version: this.host.nextVersion(), before } };
+  }
+
+  // ---- views -------------------------------------------------------------------
+
+  private summary(name: string): OrchestrationSummary | undefined {
+    return this.host.reader.orchestration?.(name);
+  }
+
+  private fromSummary(name: string, now: number, given?: OrchestrationSummary): Orch | undefined {
+    const s = given ?? this.summary(name);
+    if (!s) return undefined;
+    const o = this.orchFromSummary(s, now);
+    this.orchs.set(name, o);
+    return o;
+  }
+
+  private orchFromSummary(s: OrchestrationSummary, now: number): Orch {
+    return {
+      name: s.name,
+      state: s.state,
+      choice: s.protocol,
+      protocol: s.protocol,
+      requirements: s.requirements as Requirements,
+      context: s.context,
+      timeoutMs: orchestrationDefaults.timeoutMs,
+      createdAt: s.createdAt,
+      deadline: now + orchestrationDefaults.timeoutMs,
+      specs: s.participants,
+      done: s.done.map((d) => [...d]),
+      before: { ...s.before },
+      decision: s.decision,
+      decidedAt: s.decidedAt,
+      finishedAt: s.finishedAt,
+      reason: s.reason,
+      inflight: new Map(),
+      waiters: [],
+      executed: true,
+    };
+  }
+
+  private result(o: Orch) {
+    return {
+      name: o.name,
+      outcome: o.state,
+      protocol: o.protocol ?? null,
+      reason: o.reason ?? null,
+      participants: o.specs.map((s, i) => {
+        const d = o.done[i];
+        const lastDone = d[d.length - 1];
+        return {
+          participantId: s.participantId,
+          status: participantStatus(d),
+          result: [...d].reverse().find((x) => x.op === "execute" || x.op === "prepare")?.result ?? null,
+          error: lastDone?.error ?? o.inflight.get(i)?.lastError ?? null,
+        };
+      }),
+    };
+  }
+
+  private statusOf(o: Orch) {
+    return {
+      name: o.name,
+      state: o.state,
+      protocol: o.protocol ?? null,
+      kind: "orchestrated",
+      coordinator: this.nodeId,
+      participants: this.result(o).participants.map((p, i) => ({ ...p, endpoint: o.specs[i].endpoint, steps: o.done[i] })),
+      timestamps: { begun: o.createdAt, prepared: null, decided: o.decidedAt ?? null, finished: o.finishedAt ?? null },
+      error: o.reason ?? null,
+    };
+  }
+}
+
+function participantStatus(d: StepDone[]): string {
+  const x = d[d.length - 1];
+  if (!x) return "pending";
+  const names: Record<StepOp, Partial<Record<StepOutcome, string>>> = {
+    prepare: { ok: "prepared", no: "voted_abort" },
+    commit: { ok: "committed" },
+    abort: { ok: "aborted", noop: "aborted" },
+    execute: { ok: "executed", failed: "failed", maybe: "unknown" },
+    compensate: { ok: "compensated", noop: "compensated" },
+  };
+  return names[x.op][x.outcome] ?? `${x.op}:${x.outcome}`;
+}
