@@ -11,6 +11,7 @@ const usage = `usage:
   dtx status <name> [--socket S] [--json]
   dtx list [--state prepared] [--socket S] [--json]
   dtx resolve <name> --commit|--rollback [--socket S]
+  dtx bench [--json] [--duration S] [--concurrency 1,16,64,256] [--pg postgres://…]
 Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
 
 /** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage, 3 cannot reach the sidecar. */
@@ -23,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
     case "list":
     case "resolve":
       return query(command, rest);
+    case "bench":
+      return bench(rest);
     case undefined:
     case "help":
     case "--help":
@@ -54,6 +57,47 @@ async function runSidecar(args: string[]): Promise<number> {
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   return new Promise<number>(() => {}); // runs until a signal
+}
+
+async function bench(args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  const { runBench } = await import("../bench/bench.ts");
+  const durationS = Number(takeFlag(args, "--duration") ?? 3);
+  const concurrency = (takeFlag(args, "--concurrency") ?? "1,16,64,256").split(",").map(Number);
+  if (!(durationS > 0) || concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
+    console.error("dtx bench: --duration takes seconds > 0, --concurrency a list of whole numbers ≥ 1");
+    return 2;
+  }
+  const result = await runBench({
+    durationS,
+    concurrency,
+    json,
+    pgUrl: takeFlag(args, "--pg") ?? process.env.DTX_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432/test",
+    progress: (line) => console.error(line),
+  });
+  if (json) console.log(JSON.stringify(result));
+  else console.log(formatBench(result));
+  return 0;
+}
+
+function formatBench(r: Awaited<ReturnType<typeof import("../bench/bench.ts").runBench>>): string {
+  const rows = [
+    ["floor", `fsync p50 ${r.floor.fsyncP50Ms} ms`, `uds rtt ${r.floor.udsRoundTripP50Ms} ms`, `ws rtt ${r.floor.wsRoundTripP50Ms} ms`],
+    ...(["local", "cross", "saga"] as const).map((k) => [
+      k,
+      `p50 ${r[k].c1.p50} ms (${r.ratios[`${k}P50OverFloor`]}x floor)`,
+      `p99 ${r[k].c1.p99} ms`,
+      Object.entries(r[k].perSec).map(([c, n]) => `c${c}: ${n}/s`).join("  "),
+    ]),
+    ["baseline", "skipped" in r.baseline ? r.baseline.skipped : `p50 ${r.baseline.p50C1Ms} ms`, "", "skipped" in r.baseline ? "" : `c64: ${r.baseline.perSecC64}/s`],
+    ["footprint", `rss idle ${r.footprint.rssIdleMb} MB, peak ${r.footprint.rssPeakMb} MB`, `start ${r.footprint.startToReadyMs} ms`, `restart (100k+1k log) ${r.footprint.restartLargeLogMs} ms`],
+  ];
+  const f = r.ratios.formulas;
+  return [
+    ...rows.map((cols) => cols.map((c, i) => String(c).padEnd(i === 0 ? 10 : 34)).join(" ").trimEnd()),
+    `floors: local = ${f.local}; cross = ${f.cross}; saga = ${f.saga}`,
+    `cross best / baseline c64: ${r.ratios.crossBestPerSecOverBaselineC64 ?? "n/a"}; local best / baseline c64: ${r.ratios.localBestPerSecOverBaselineC64 ?? "n/a"}`,
+  ].join("\n");
 }
 
 function takeFlag(args: string[], flag: string): string | undefined {

@@ -1,0 +1,308 @@
+// `dtx bench`: measures dtx on this machine against the physical floor and a
+// baseline (Bun.sql's own distributed transactions on PostgreSQL), all in one
+// run. Starts its own sidecars in a temporary directory.
+import { SQL } from "bun";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type Client, connect } from "../client/index.ts";
+import { LmdbWal } from "../src/wal/lmdb-wal.ts";
+import type { LogRecord } from "../src/wal/records.ts";
+import { freePorts, waitForLinks } from "../test/helpers/federation.ts";
+import { SidecarProcess, tempDir } from "../test/helpers/sidecar-process.ts";
+import { fsyncFloor, type LatencyStats, load, stats } from "./measure.ts";
+
+export interface BenchOptions {
+  durationS: number;
+  concurrency: number[];
+  json: boolean;
+  pgUrl: string;
+  /** Progress lines go here (stderr), so --json stdout stays one object. */
+  progress: (line: string) => void;
+}
+
+interface PathResult {
+  c1: LatencyStats;
+  perSec: Record<string, number>;
+  best: { concurrency: number; perSec: number };
+  errors: number;
+}
+
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+export async function runBench(opts: BenchOptions) {
+  const root = tempDir("dtx-bench-");
+  const started = performance.now();
+  const say = (s: string) => opts.progress(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
+  const ms = opts.durationS * 1000;
+  const sidecars: SidecarProcess[] = [];
+  const clients: Client[] = [];
+  try {
+    // ---- floor ---------------------------------------------------------------
+    say("floor: fdatasync, Unix-socket and WebSocket round trips");
+    const dataDir = join(root, "floor");
+    mkdirSync(dataDir, { recursive: true });
+    const fsync = fsyncFloor(dataDir, 300);
+    const uds = await roundTrip("uds", root);
+    const ws = await roundTrip("ws", root);
+
+    // ---- local ---------------------------------------------------------------
+    say("local: one sidecar, begin + put + commit");
+    const A = await new SidecarProcess({ id: "A", dir: join(root, "A") }).start();
+    sidecars.push(A);
+    const localClients = await Promise.all(Array.from({ length: 8 }, () => connect({ socket: A.socket })));
+    clients.push(...localClients);
+    const local = await path(
+      (w, i) => {
+        const c = localClients[w % localClients.length];
+        const name = `l-${w}-${i}`;
+        return c.beginDistributed(name, (tx) => tx.put(`bench/${w}`, i)).then(() => c.commitDistributed(name));
+      },
+      opts.concurrency,
+      ms,
+      say,
+    );
+    const rssIdle = rssMb(A);
+
+    // ---- cross ---------------------------------------------------------------
+    say("cross: three sidecars, coordinator writes locally, two others join");
+    const ports = freePorts(3);
+    const secretFile = join(root, "secret");
+    writeFileSync(secretFile, "bench-secret\n");
+    const ids = ["X", "Y", "Z"];
+    const fed = ids.map(
+      (id, k) =>
+        new SidecarProcess({
+          id,
+          dir: join(root, id),
+          port: ports[k],
+          secretFile,
+          peers: ids.filter((o) => o !== id).map((o) => `${o}=ws://127.0.0.1:${ports[ids.indexOf(o)]}`),
+        }),
+    );
+    await Promise.all(fed.map((s) => s.start()));
+    sidecars.push(...fed);
+    await Promise.all(fed.map((s) => waitForLinks(s, ids.filter((o) => o !== s.opts.id))));
+    const pool = async (s: SidecarProcess) => Promise.all(Array.from({ length: 8 }, () => connect({ socket: s.socket })));
+    const [cx, cy, cz] = await Promise.all(fed.map(pool));
+    clients.push(...cx, ...cy, ...cz);
+    const cross = await path(
+      (w, i) => {
+        const k = w % cx.length;
+        const name = `x-${w}-${i}`;
+        return cx[k]
+          .beginDistributed(name, async (tx) => {
+            await tx.put(`acct/x/${w}`, i);
+            await Promise.all([cy[k].join(tx.context, (t) => t.put(`acct/y/${w}`, i)), cz[k].join(tx.context, (t) => t.put(`acct/z/${w}`, i))]);
+          })
+          .then(() => cx[k].commitDistributed(name));
+      },
+      opts.concurrency,
+      ms,
+      say,
+    );
+
+    // ---- saga ----------------------------------------------------------------
+    say("saga: three service-callback participants");
+    const services = await connect({ socket: A.socket });
+    clients.push(services);
+    for (const s of ["pay", "stock", "ship"]) await services.register(s, { action: () => null, compensate: () => null });
+    const saga = await path(
+      async (w, i) => {
+        const c = localClients[w % localClients.length];
+        const t = await c.createTransaction({ name: `s-${w}-${i}`, consistency: "eventual" });
+        await Promise.all(["pay", "stock", "ship"].map((s) => t.addParticipant({ participantId: s, endpoint: `service:${s}` })));
+        const r = await t.execute();
+        if (r.outcome !== "committed") throw new Error(r.reason ?? r.outcome);
+      },
+      opts.concurrency,
+      ms,
+      say,
+    );
+    const rssPeak = Math.max(rssMb(A), rssIdle);
+
+    // ---- baseline ------------------------------------------------------------
+    say("baseline: Bun.sql beginDistributed/commitDistributed on PostgreSQL");
+    const baseline = await postgresBaseline(opts.pgUrl, ms).catch((e) => ({ skipped: `PostgreSQL baseline not measured: ${(e as Error).message}` }));
+
+    // ---- footprint -------------------------------------------------------------
+    say("footprint: start-to-ready, restart with 100,000 finished + 1,000 prepared");
+    const fresh = new SidecarProcess({ id: "F", dir: join(root, "F") });
+    const t0 = performance.now();
+    await fresh.start();
+    const startToReadyMs = round(performance.now() - t0, 1);
+    sidecars.push(fresh);
+    await fresh.kill9();
+    const bigDir = join(root, "big");
+    await writeLargeLog(join(bigDir, "data", "wal"));
+    const big = new SidecarProcess({ id: "big", dir: bigDir });
+    const t1 = performance.now();
+    await big.start(30_000);
+    const restartLargeLogMs = round(performance.now() - t1, 1);
+    sidecars.push(big);
+
+    // ---- ratios ----------------------------------------------------------------
+    // The floor of a path: its sequential durable writes and round trips.
+    const localFloor = 2 * fsync.p50 + 3 * uds.p50;
+    const crossFloor = 3 * fsync.p50 + 5 * uds.p50 + 4 * ws.p50;
+    const sagaFloor = 4 * fsync.p50 + 6 * uds.p50;
+    const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
+    const result = {
+      machine: { cores: navigator.hardwareConcurrency, bun: Bun.version },
+      floor: { fsyncP50Ms: fsync.p50, udsRoundTripP50Ms: uds.p50, wsRoundTripP50Ms: ws.p50 },
+      local,
+      cross,
+      saga,
+      baseline,
+      footprint: { rssIdleMb: rssIdle, rssPeakMb: rssPeak, startToReadyMs, restartLargeLogMs, largeLog: { finished: 100_000, prepared: 1_000 } },
+      ratios: {
+        formulas: {
+          local: "2 x fsync + 3 x uds (begin | put+prepare | commit; prepare and decision each one durable write)",
+          cross: "3 x fsync + 5 x uds + 4 x ws (participant prepare, coordinator prepared, decision; enlist and prepare/vote and decision round trips)",
+          saga: "4 x fsync + 6 x uds (o.begin and one o.step per participant; create, 3 x add, execute, callbacks)",
+        },
+        localFloorMs: round(localFloor, 3),
+        crossFloorMs: round(crossFloor, 3),
+        sagaFloorMs: round(sagaFloor, 3),
+        localP50OverFloor: round(local.c1.p50 / localFloor),
+        crossP50OverFloor: round(cross.c1.p50 / crossFloor),
+        sagaP50OverFloor: round(saga.c1.p50 / sagaFloor),
+        crossBestPerSecOverBaselineC64: baselineC64 ? round(cross.best.perSec / baselineC64) : null,
+        crossC64OverBaselineC64: baselineC64 && cross.perSec["64"] ? round(cross.perSec["64"] / baselineC64) : null,
+        localBestPerSecOverBaselineC64: baselineC64 ? round(local.best.perSec / baselineC64) : null,
+      },
+      durationS: round((performance.now() - started) / 1000, 1),
+    };
+    say("done");
+    return result;
+  } finally {
+    for (const c of clients) c.close();
+    for (const s of sidecars) await s.cleanup().catch(() => {});
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+async function path(op: (w: number, i: number) => Promise<unknown>, concurrency: number[], ms: number, say: (s: string) => void): Promise<PathResult> {
+  await load(op, 4, Math.min(500, ms)); // warm-up
+  const c1 = await load(op, 1, ms);
+  const perSec: Record<string, number> = {};
+  let errors = c1.errors;
+  for (const c of concurrency) {
+    const r = c === 1 ? c1 : await load(op, c, ms);
+    perSec[String(c)] = r.perSec;
+    errors += c === 1 ? 0 : r.errors;
+    say(`  concurrency ${c}: ${r.perSec}/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms${r.errors ? `, ${r.errors} errors` : ""}`);
+  }
+  const bestC = Object.entries(perSec).sort((a, b) => b[1] - a[1])[0];
+  return { c1: c1.latency, perSec, best: { concurrency: Number(bestC[0]), perSec: bestC[1] }, errors };
+}
+
+function rssMb(s: SidecarProcess): number {
+  const pid = s.proc?.pid;
+  if (!pid) return 0;
+  try {
+    const status = require("node:fs").readFileSync(`/proc/${pid}/status`, "utf8") as string;
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    return round(kb / 1024, 1);
+  } catch {
+    return 0;
+  }
+}
+
+/** p50 round trip of a small message between this process and a child Bun process. */
+async function roundTrip(kind: "uds" | "ws", root: string): Promise<LatencyStats> {
+  const sock = join(root, `echo-${kind}.sock`);
+  const script = kind === "uds"
+    ? `Bun.listen({ unix: ${JSON.stringify(sock)}, socket: { data(s, d) { s.write(d); } } }); console.log("ready");`
+    : `const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch(r, srv) { return srv.upgrade(r) ? undefined : new Response("no"); }, websocket: { message(ws, m) { ws.send(m); } } }); console.log("ready " + s.port);`;
+  const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    const { value } = await reader.read();
+    const line = new TextDecoder().decode(value);
+    const samples: number[] = [];
+    const msg = new Uint8Array(32);
+    if (kind === "uds") {
+      let resolveEcho: () => void = () => {};
+      const client = await Bun.connect({ unix: sock, socket: { data() { resolveEcho(); } } });
+      for (let i = 0; i < 2000; i++) {
+        const t = performance.now();
+        await new Promise<void>((r) => {
+          resolveEcho = r;
+          client.write(msg);
+        });
+        if (i >= 200) samples.push(performance.now() - t);
+      }
+      client.end();
+    } else {
+      const port = Number(line.trim().split(" ")[1]);
+      const wsc = new WebSocket(`ws://127.0.0.1:${port}`);
+      wsc.binaryType = "arraybuffer";
+      await new Promise((r) => (wsc.onopen = r));
+      for (let i = 0; i < 2000; i++) {
+        const t = performance.now();
+        await new Promise<void>((r) => {
+          wsc.onmessage = () => r();
+          wsc.send(msg);
+        });
+        if (i >= 200) samples.push(performance.now() - t);
+      }
+      wsc.close();
+    }
+    return stats(samples);
+  } finally {
+    child.kill(9);
+  }
+}
+
+/** Bun.sql's own two-phase commit: two rows per transaction, PostgreSQL's default durability. */
+async function postgresBaseline(url: string, ms: number) {
+  const admin = new SQL(url, { max: 1 });
+  try {
+    const [{ max_prepared_transactions: mpt }] = await admin`SHOW max_prepared_transactions`;
+    if (Number(mpt) === 0) throw new Error("max_prepared_transactions = 0 (run scripts/prepare-services.sh)");
+    await admin`CREATE TABLE IF NOT EXISTS dtx_bench_baseline (id bigint PRIMARY KEY, v bigint)`;
+    await admin`TRUNCATE dtx_bench_baseline`;
+  } finally {
+    await admin.close();
+  }
+  const db = new SQL(url, { max: 64 });
+  let seq = 0;
+  const txn = async () => {
+    const id = ++seq;
+    const name = `dtx_bench_${process.pid}_${id}`;
+    await db.beginDistributed(name, async (tx) => {
+      await tx`INSERT INTO dtx_bench_baseline VALUES (${id * 2}, 1)`;
+      await tx`INSERT INTO dtx_bench_baseline VALUES (${id * 2 + 1}, 1)`;
+    });
+    await db.commitDistributed(name);
+  };
+  try {
+    await load(txn, 4, 300);
+    const c1 = await load(txn, 1, ms);
+    const c64 = await load(txn, 64, ms);
+    return { p50C1Ms: c1.latency.p50, p99C1Ms: c1.latency.p99, perSecC64: c64.perSec, errors: c1.errors + c64.errors };
+  } finally {
+    await db.close();
+  }
+}
+
+/** A log as a long-running sidecar would have it: 100,000 finished and 1,000 prepared transactions. */
+async function writeLargeLog(path: string) {
+  mkdirSync(path, { recursive: true });
+  const wal = new LmdbWal(path);
+  const at = Date.now();
+  const branches = [{ id: "big.x.1", sidecar: "big" }];
+  for (let start = 0; start < 100_000; start += 5_000) {
+    const recs: LogRecord[] = [];
+    for (let i = start; i < start + 5_000; i++) recs.push({ r: "c.end", name: `done-${i}`, protocol: "2pc", outcome: "commit", branches, createdAt: at, at });
+    await wal.append(recs);
+  }
+  const prepared: LogRecord[] = [];
+  for (let i = 0; i < 1_000; i++) {
+    const b = [{ id: `big.x.${i}`, sidecar: "big" }];
+    prepared.push({ r: "c.prepared", name: `open-${i}`, protocol: "2pc", branches: b, createdAt: at, at });
+    prepared.push({ r: "p.prepared", name: `open-${i}`, branch: `big.x.${i}`, coordinator: "big", writes: [[`k/${i}`, i, false]], reads: [], at });
+  }
+  await wal.append(prepared);
+  await wal.close();
+}
