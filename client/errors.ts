@@ -63,6 +63,24 @@ export class NotFoundError extends DtxClientError {
 }
 
 /**
+ * A database branch of tx.sql(db) could not be opened or prepared. `code` is one of SQL_DB_UNKNOWN,
+ * SQL_CONNECTION_FAILED (retryable), SQL_PREPARED_DISABLED, SQL_PREPARE_FAILED, SQL_GID_DUPLICATE,
+ * SQL_GID_UNKNOWN; `db` names the database (when known) and `cause` holds the database's own error.
+ */
+export class SqlError extends DtxClientError {
+  override readonly name = "SqlError";
+  constructor(
+    code: string,
+    message: string,
+    readonly db?: string,
+    retryable = false,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, retryable, options);
+  }
+}
+
+/**
  * Every other failure, keeping the sidecar's code (BAD_REQUEST, PROTOCOL_VERSION, INVALID_STATE, TIMEOUT, ...)
  * or one of the client's own: CONNECTION_LOST, CONNECTION_FAILED, CLIENT_CLOSED, BAD_REPLY.
  */
@@ -90,6 +108,7 @@ export function errorFromWire(error: unknown): DtxClientError {
     case "NOT_FOUND":
       return new NotFoundError(message);
     default:
+      if (e.code.startsWith("SQL_")) return new SqlError(e.code, message, undefined, e.retryable === true);
       return new ProtocolError(e.code, message, e.retryable === true);
   }
 }

@@ -8,8 +8,10 @@ import type { z } from "zod";
 import type { participantSpec } from "../src/protocol/orchestration.ts";
 import type { ClientOp, ClientRequest, TxnState } from "../src/protocol/messages.ts";
 import { DtxClientError, errorFromWire, OutcomeUnknownError, ProtocolError } from "./errors.ts";
+import { type SqlHandle, type SqlOpened, SqlPools, TxSql } from "./sql.ts";
 
 export * from "./errors.ts";
+export type { SqlHandle } from "./sql.ts";
 
 type Args<Op extends ClientOp> = Omit<Extract<ClientRequest, { op: Op }>, "id" | "op">;
 type Reply = Record<string, unknown>;
@@ -40,6 +42,8 @@ export interface Tx {
   put(key: string, value: unknown): Promise<void>;
   get<T = unknown>(key: string): Promise<T | undefined>;
   delete(key: string): Promise<void>;
+  /** Run SQL in database `db` (a --db name of this sidecar) as part of this transaction; see client/sql.ts. */
+  sql(db: string): SqlHandle;
 }
 
 /** What a service callback receives: the transaction, the participant, and what to do. */
@@ -137,6 +141,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   let conn: Conn | undefined;
   let connecting: Promise<Conn> | undefined;
   let closed = false;
+  const sqlPools = new SqlPools(); // tx.sql connections, per database URL
 
   const closedError = () => new ProtocolError("CLIENT_CLOSED", "the dtx client was closed; connect() again");
 
@@ -352,8 +357,16 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       async delete(key) {
         await op("delete", { name, branch, key });
       },
+      sql: (db) => sqls.handle(db),
     };
-    return { tx, finish: () => void (running = false) };
+    const sqls = new TxSql(
+      name,
+      async (db) => (await op("sql_open", { name, branch, db })) as unknown as SqlOpened,
+      async (db, gid) => void (await request(c, "sql_prepared", { name, branch, db, gid })),
+      () => running,
+      sqlPools,
+    );
+    return { tx, sqls, finish: () => void (running = false) };
   }
 
   await ready();
@@ -395,15 +408,17 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     async beginDistributed(name, fn, opts = {}) {
       const c = await ready();
       const begun = await request(c, "begin", { ...opts, name });
-      const { tx, finish } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
+      const { tx, sqls, finish } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
       try {
         await fn(tx);
+        finish();
+        await sqls.prepareAll(); // a database that refuses to prepare rolls everything back, rejecting with its SqlError
       } catch (err) {
         finish();
+        await sqls.rollbackAll();
         await request(c, "rollback", { name, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
-      finish();
       return (await request(c, "prepare", { name })) as PrepareResult;
     },
 
@@ -412,16 +427,18 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const joined = await request(c, "join", { token });
       const name = text(joined, "name");
       const branch = text(joined, "branch");
-      const { tx, finish } = openTx(c, name, branch, token);
+      const { tx, sqls, finish } = openTx(c, name, branch, token);
       let result: Awaited<T>;
       try {
         result = await fn(tx);
+        finish();
+        await sqls.prepareAll();
       } catch (err) {
         finish();
+        await sqls.rollbackAll();
         await request(c, "end", { name, branch, ok: false, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
-      finish();
       await request(c, "end", { name, branch, ok: true });
       return result;
     },
@@ -452,6 +469,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
 
     close() {
       closed = true;
+      void sqlPools.close();
       if (!conn || conn.lost) return;
       const c = conn;
       lose(c, closedError());

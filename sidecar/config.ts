@@ -13,6 +13,10 @@ export const configSchema = z.object({
   peers: z.array(keyValue),
   secretFile: z.string().optional(),
   dbs: z.array(keyValue),
+  /** How often prepared SQL branches are reconciled with the log. */
+  sqlReconcileMs: z.coerce.number().int().min(20).max(3_600_000),
+  /** A prepared SQL branch nobody reported is rolled back once it has been seen this long. */
+  sqlOrphanMs: z.coerce.number().int().min(0).max(7 * 24 * 3_600_000),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
 });
 export type SidecarConfig = z.infer<typeof configSchema>;
@@ -26,6 +30,8 @@ const flags: Record<string, { key: keyof SidecarConfig; env: string; many?: bool
   "--peer": { key: "peers", env: "DTX_PEERS", many: true },
   "--secret-file": { key: "secretFile", env: "DTX_SECRET_FILE" },
   "--db": { key: "dbs", env: "DTX_DBS", many: true },
+  "--sql-reconcile-ms": { key: "sqlReconcileMs", env: "DTX_SQL_RECONCILE_MS" },
+  "--sql-orphan-ms": { key: "sqlOrphanMs", env: "DTX_SQL_ORPHAN_MS" },
   "--log-level": { key: "logLevel", env: "DTX_LOG_LEVEL" },
 };
 
@@ -36,6 +42,8 @@ export const defaults = {
   port: 7400,
   host: "127.0.0.1",
   logLevel: "info",
+  sqlReconcileMs: 10_000,
+  sqlOrphanMs: 60_000,
 };
 
 export class ConfigError extends Error {}

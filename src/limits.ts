@@ -8,6 +8,7 @@ export const limits = {
   branchesPerTxnMax: 256,
   opsPerBranchMax: 100_000,
   requestsInFlightPerConnMax: 4096,
+  sqlResourcesPerBranchMax: 16,
 } as const;
 
 export const timing = {
