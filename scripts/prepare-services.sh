@@ -91,3 +91,10 @@ if ! my "SELECT 1" >/dev/null 2>&1; then
 fi
 my "CREATE DATABASE IF NOT EXISTS test"
 say "MariaDB ready: $(my 'SELECT VERSION()')"
+
+# ---- Chromium (the dashboard test drives it headless with playwright-core) ----
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium"
+  apt_install chromium
+fi
+say "chromium: $(chromium --version 2>/dev/null || echo missing)"

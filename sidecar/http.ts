@@ -1,16 +1,23 @@
-// HTTP on the sidecar port: health, readiness, the transaction API.
+// HTTP on the sidecar port: health, readiness, the transaction API, and the
+// WebSocket endpoint peers dial (/v1/federation).
+import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
 import type { Sidecar } from "./sidecar.ts";
 
 export function startHttp(sidecar: Sidecar) {
   const json = (body: unknown, status = 200) => Response.json(body, { status });
-  return Bun.serve({
+  return Bun.serve<AcceptedSocket>({
     hostname: sidecar.config.host,
     port: sidecar.config.port,
-    fetch: async (req) => {
+    fetch: async (req, server) => {
       const url = new URL(req.url);
       const path = url.pathname;
+      if (path === "/v1/federation") {
+        if (server.upgrade(req, { data: sidecar.federation.newSocketData() })) return undefined;
+        return new Response("expected a WebSocket upgrade from a dtx peer\n", { status: 426 });
+      }
       if (path === "/healthz") return new Response("ok\n");
       if (path === "/readyz") return sidecar.ready ? new Response("ready\n") : new Response("not ready\n", { status: 503 });
+      if (path === "/v1/peers") return json(sidecar.federation.peers());
       if (path === "/v1/transactions") {
         const state = url.searchParams.get("state") ?? undefined;
         const r = await sidecar.ask({ op: "list", state, limit: Number(url.searchParams.get("limit") ?? 1000) });
@@ -22,5 +29,6 @@ export function startHttp(sidecar: Sidecar) {
       }
       return new Response("not found\n", { status: 404 });
     },
+    websocket: sidecar.federation.websocket,
   });
 }

@@ -8,13 +8,18 @@ import type { Logger } from "pino";
 import { timing } from "../src/limits.ts";
 import { ErrorCode, wireError } from "../src/protocol/errors.ts";
 import { clientRequest, describeZodError, type PeerMessage } from "../src/protocol/messages.ts";
+import { Federation, parsePeers } from "../src/federation/federation.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { Runtime } from "../src/runtime/runtime.ts";
 import { Node } from "../src/txn/node.ts";
 import type { ClientInput, ReplyBody, ReplyTo } from "../src/txn/types.ts";
 import { LmdbWal } from "../src/wal/lmdb-wal.ts";
+import { callHttp } from "../src/participants/http.ts";
+import { ServiceParticipants } from "../src/participants/service.ts";
+import { SqlBranches } from "../src/participants/sql/branches.ts";
+import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databases.ts";
 import { ClientServer } from "./client-server.ts";
-import { type SidecarConfig, isLoopback } from "./config.ts";
+import { ConfigError, type SidecarConfig, isLoopback } from "./config.ts";
 import { claimSocketPath, lockDataDir } from "./exclusive.ts";
 import { startHttp } from "./http.ts";
 
@@ -26,6 +31,7 @@ export interface Sidecar {
   log: Logger;
   runtime: Runtime;
   wal: LmdbWal;
+  federation: Federation;
   port: number;
   ready: boolean;
   /** Run a client request as the sidecar's own internal client. */
@@ -39,6 +45,24 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   if (!isLoopback(config.host) && !config.secretFile) {
     throw new Error(`refusing to listen on non-loopback host ${config.host} without --secret-file`);
   }
+  let federation: Federation;
+  try {
+    federation = new Federation({
+      self: config.id,
+      secret: readSecret(config.secretFile),
+      peers: parsePeers(config.peers),
+      log,
+      deliver: (msg) => runtime.input({ k: "peer", msg, now: Date.now() }),
+    });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  let databases: SqlDatabase[];
+  try {
+    databases = parseDatabases(config.dbs, config.id);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
   const socketPath = resolve(config.socket);
   const dataDir = resolve(config.data);
   const unlock = lockDataDir(dataDir);
@@ -51,7 +75,16 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   mkdirSync(dataDir, { recursive: true });
   const wal = new LmdbWal(resolve(dataDir, "wal"));
   const bootId = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, "0");
-  const node = new Node({ id: config.id, bootId, reader: wal });
+  const node = new Node({ id: config.id, bootId, reader: wal, random: Math.random, databases: new Map(databases.map((d) => [d.name, d])) });
+  const sqlBranches = new SqlBranches({
+    sidecar: config.id,
+    databases,
+    reader: wal,
+    branchLive: (name, branch) => [...node.branches.values()].some((b) => b.name === name && b.id === branch && b.state !== "committed" && b.state !== "rolled_back"),
+    log,
+    reconcileMs: config.sqlReconcileMs,
+    orphanMs: config.sqlOrphanMs,
+  });
 
   const internal = new Map<number, (b: ReplyBody) => void>();
   let internalId = 0;
@@ -61,12 +94,19 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     sidecarId: config.id,
     log,
     request: (conn, req) => runtime.input({ k: "client", from: { conn, id: req.id }, req, now: Date.now() }),
-    disconnected: (conn) => runtime.input({ k: "disconnect", conn, now: Date.now() }),
+    disconnected: (conn) => {
+      services.disconnected(conn);
+      runtime.input({ k: "disconnect", conn, now: Date.now() });
+    },
+    register: (conn, service) => services.register(service, conn),
+    callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
     refusal: () => (draining ? wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement") : undefined),
   });
 
+  const services = new ServiceParticipants(wal, { push: (conn, frame) => server.push(conn, frame) });
   const runtime: Runtime = new Runtime(node, wal, {
-    sendPeer: (to: string, msg: PeerMessage) => log.warn({ to, t: msg.t, name: msg.name }, "no link to peer; message dropped (it will be resent)"),
+    call: (call) => (call.endpoint.startsWith("service:") ? services.call(call) : callHttp(call)),
+    sendPeer: (to: string, msg: PeerMessage) => federation.send(to, msg),
     reply: (to: ReplyTo, body: ReplyBody) => {
       if (to.conn === INTERNAL_CONN) {
         internal.get(to.id)?.(body);
@@ -74,6 +114,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       } else server.reply(to.conn, to.id, body);
     },
     log,
+    finishSql: (e) => sqlBranches.finishBranch(e.name, e.branch, e.resources, e.outcome),
     onWalFailure: (err) => {
       log.fatal({ err }, "the write-ahead log could not be written; exiting so a restart recovers from what is durable");
       process.exit(70);
@@ -81,15 +122,18 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   });
 
   // Recover before anything else can reach the engine.
-  const { coordinators, branches } = wal.unfinished();
-  runtime.input({ k: "recover", coordinators, branches, now: Date.now() });
+  const { coordinators, branches, orchestrations } = wal.unfinished();
+  runtime.input({ k: "recover", coordinators, branches, orchestrations, now: Date.now() });
   log.info({ coordinators: coordinators.length, branches: branches.length }, "recovered");
+  // Finish or roll back what the databases hold for us before going ready (DESIGN §5.3).
+  if (sqlBranches.size) await sqlBranches.start();
 
   const sidecar: Sidecar = {
     config,
     log,
     runtime,
     wal,
+    federation,
     port: 0,
     ready: false,
     ask: (req) =>
@@ -106,6 +150,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   const http = startHttp(sidecar);
   sidecar.port = http.port ?? config.port;
   server.listen(socketPath);
+  federation.start();
 
   const tick = setInterval(() => runtime.input({ k: "tick", now: Date.now() }), timing.tickMs);
   const prune = setInterval(() => wal.prune(Date.now() - timing.retentionMs), 10 * 60_000);
@@ -119,6 +164,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     clearInterval(prune);
     await Promise.race([runtime.drain(), Bun.sleep(5_000)]);
     runtime.stop();
+    await sqlBranches.stop();
+    federation.stop();
     server.closeAll();
     http.stop(true);
     await wal.close();

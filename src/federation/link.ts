@@ -9,7 +9,6 @@ export interface Link {
   readonly peer: string;
   readonly direction: Direction;
   readonly remote: string;
-  readonly upSince: number;
   /** false if the socket is gone or too far behind; the caller may try another link or queue. */
   send(bytes: Uint8Array): boolean;
   close(code: number, reason: string): void;
@@ -39,6 +38,11 @@ export const federationLimits = {
   peerBufferedBytesMax: 8 * 1024 * 1024,
   /** Both proofs must be exchanged within this time after the socket opens. */
   authTimeoutMs: 5_000,
+  /** A dialed link pings this often and is dropped after deadAfterMs of silence (the accepting side pings too). */
+  heartbeatMs: 5_000,
+  deadAfterMs: 15_000,
+  /** The accepting side's idle timeout, in seconds; it pings shortly before. */
+  acceptedIdleSeconds: 20,
   backoffMinMs: 50,
   backoffMaxMs: 2_000,
   /** WebSocket close reasons are limited to 123 bytes. */

@@ -34,7 +34,7 @@ export function acceptHandlers(ctx: LinkContext): WebSocketHandler<AcceptedSocke
     maxPayloadLength: limits.frameBytesMax,
     backpressureLimit: federationLimits.peerBufferedBytesMax,
     closeOnBackpressureLimit: false,
-    idleTimeout: 60,
+    idleTimeout: federationLimits.acceptedIdleSeconds,
     sendPings: true,
     perMessageDeflate: false,
 
@@ -80,7 +80,6 @@ export function acceptHandlers(ctx: LinkContext): WebSocketHandler<AcceptedSocke
         peer: a.id,
         direction: "accepted",
         remote: s.remote,
-        upSince: Date.now(),
         send: (out) => ws.readyState === 1 && ws.getBufferedAmount() <= federationLimits.peerBufferedBytesMax && ws.sendBinary(out) !== 0,
         close: (code, reason) => ws.close(code, closeReason(reason)),
       };

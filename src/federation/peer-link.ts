@@ -57,12 +57,13 @@ export class PeerLink {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     let link: Link | undefined;
-    let refusal: string | undefined; // set when we close the socket ourselves during the handshake
+    let refusal: string | undefined; // why we closed the socket ourselves, if we did
 
     const refuse = (code: number, why: string) => {
       refusal = why;
       log.warn({ peer: this.peer, url: this.url, reason: why }, "peer link refused during handshake");
-      ws.close(code, closeReason(why));
+      if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+      else ws.close(code, closeReason(why));
     };
     const authTimer = setTimeout(
       () => refuse(CloseCode.badHandshake, `no handshake from ${this.peer} within ${federationLimits.authTimeoutMs} ms`),
@@ -72,7 +73,11 @@ export class PeerLink {
     ws.onopen = () => {
       if (this.ws === ws) this.setState("authenticating");
     };
+    let heardAt = Date.now();
+    let heartbeat: ReturnType<typeof setInterval> | undefined;
+    ws.addEventListener("pong", () => void (heardAt = Date.now()));
     ws.onmessage = (ev) => {
+      heardAt = Date.now();
       if (link) return events.receive(link, ev.data);
       if (refusal) return;
       const bytes = binaryBytes(ev.data);
@@ -99,12 +104,10 @@ export class PeerLink {
           return refuse(CloseCode.unauthorized, `unauthorized: ${this.peer} at ${this.url} did not prove the shared secret (check --secret-file on both sides)`);
         }
         clearTimeout(authTimer);
-        const upSince = Date.now();
         link = {
           peer: this.peer,
           direction: "dialed",
           remote: this.url,
-          upSince,
           send: (bytes) => {
             if (ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > federationLimits.peerBufferedBytesMax) return false;
             ws.send(bytes);
@@ -112,6 +115,13 @@ export class PeerLink {
           },
           close: (code, reason) => ws.close(code, closeReason(reason)),
         };
+        // A peer whose host vanished never closes the socket; silence is how we notice.
+        heartbeat = setInterval(() => {
+          if (Date.now() - heardAt > federationLimits.deadAfterMs) {
+            refusal = `no message or pong from ${this.peer} for ${federationLimits.deadAfterMs} ms`;
+            ws.terminate();
+          } else ws.ping();
+        }, federationLimits.heartbeatMs);
         this.attempt = 0;
         this.lastError = undefined;
         this.loggedFailure = undefined;
@@ -124,6 +134,7 @@ export class PeerLink {
     ws.onerror = () => {}; // a close event always follows and says why
     ws.onclose = (ev) => {
       clearTimeout(authTimer);
+      clearInterval(heartbeat);
       if (link) {
         events.down(link, ev.code, ev.reason);
         link = undefined;

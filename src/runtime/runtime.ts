@@ -5,6 +5,7 @@ import type { PeerMessage } from "../protocol/messages.ts";
 import type { Node } from "../txn/node.ts";
 import type { CallOutcome } from "../participants/outcome.ts";
 import type { Effect, Input, ParticipantCall, ReplyBody, ReplyTo } from "../txn/types.ts";
+import type { LogRecord } from "../wal/records.ts";
 import type { Wal } from "../wal/wal.ts";
 
 export interface RuntimeIo {
@@ -17,6 +18,8 @@ export interface RuntimeIo {
   call(call: ParticipantCall): Promise<CallOutcome>;
   /** Finish a branch's prepared SQL work (its decision is durable by now); absent where no databases are configured. */
   finishSql?(e: Extract<Effect, { k: "finish_sql" }>): void;
+  /** Sees every input and every appended batch of records (metrics). */
+  observe?: { input(input: Input): void; records(records: LogRecord[]): void };
   /** The log could not be written: stop, and let restart recover from what is durable. */
   onWalFailure(err: unknown): void;
 }
@@ -36,6 +39,7 @@ export class Runtime {
   input(input: Input): void {
     if (this.stopped) return;
     this.inputs++;
+    this.io.observe?.input(input);
     const effects = this.node.step(input);
     if (effects.length) this.execute(effects);
   }
@@ -43,11 +47,20 @@ export class Runtime {
   private execute(effects: Effect[]): void {
     const records = [];
     const rest: Effect[] = [];
+    const local: PeerMessage[] = [];
     for (const e of effects) {
       if (e.k === "persist") records.push(e.rec);
+      else if (e.k === "send" && e.to === this.node.id) local.push(e.msg);
       else rest.push(e);
     }
-    if (records.length) this.durable = this.wal.append(records);
+    if (records.length) {
+      this.durable = this.wal.append(records);
+      this.io.observe?.records(records);
+    }
+    // A message to this node never leaves the process, so it needs no durability
+    // first: handled now, its records join the same group commit, and whatever it
+    // sends or replies still waits for everything logged before it.
+    for (const msg of local) this.input({ k: "peer", msg, now: Date.now() });
     if (!rest.length) return;
     this.durable.then(
       () => {
@@ -60,11 +73,7 @@ export class Runtime {
   private carryOut(e: Effect): void {
     switch (e.k) {
       case "send":
-        if (e.msg && e.to === this.node.id) {
-          const msg = e.msg;
-          queueMicrotask(() => this.input({ k: "peer", msg, now: Date.now() }));
-        } else this.io.sendPeer(e.to, e.msg);
-        return;
+        return this.io.sendPeer(e.to, e.msg);
       case "reply":
         return this.io.reply(e.to, e.body);
       case "after": {

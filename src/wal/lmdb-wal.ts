@@ -32,8 +32,9 @@ export class LmdbWal implements Wal {
   private lastFlush: Promise<void> = Promise.resolve();
   private seenFlushes = new WeakSet<Promise<void>>();
   readonly stats: LmdbWalStats = { appends: 0, records: 0, flushes: 0 };
-  /** Called with how long each flush (fsync) took, for metrics. */
-  onFlush?: (ms: number) => void;
+  /** Called with how long each flush (fsync) took and how many appends it covered, for metrics. */
+  onFlush?: (ms: number, appends: number) => void;
+  private appendsSinceFlush = 0;
 
   constructor(path: string) {
     this.env = open({ path, compression: false, maxDbs: 8 });
@@ -59,6 +60,7 @@ export class LmdbWal implements Wal {
 
   append(records: LogRecord[]): Promise<void> {
     this.stats.appends++;
+    this.appendsSinceFlush++;
     this.stats.records += records.length;
     const committed = this.env.transaction(() => applyRecords(this.store, records));
     return committed.then(() => this.flushed());
@@ -75,7 +77,9 @@ export class LmdbWal implements Wal {
       this.seenFlushes.add(f);
       this.stats.flushes++;
       const started = performance.now();
-      void f.then(() => this.onFlush?.(performance.now() - started));
+      const appends = this.appendsSinceFlush;
+      this.appendsSinceFlush = 0;
+      void f.then(() => this.onFlush?.(performance.now() - started, appends));
     }
     this.lastFlush = f;
     return f;
