@@ -94,6 +94,8 @@ export interface Client {
   createTransaction(opts: { name: string } & CreateOptions): Promise<OrchestratedTransaction>;
   /** Serve calls for participants with endpoint `service:<service>` on this sidecar. */
   register(service: string, handlers: ServiceHandlers): Promise<void>;
+  /** This sidecar's links to its peers: id, url, state, since, counters. */
+  peers(): Promise<Record<string, unknown>[]>;
   /** Retry every unfinished orchestrated transaction now; returns their names. */
   recover(): Promise<string[]>;
   /** Operator: decide a prepared transaction, or close a failed one. Refuses to contradict a durable decision. */
@@ -394,6 +396,11 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     async register(service, handlers) {
       services.set(service, handlers);
       await call("register", { service });
+    },
+
+    async peers() {
+      const r = await call("peers", {});
+      return Array.isArray(r.peers) ? (r.peers as Record<string, unknown>[]) : [];
     },
 
     async recover() {

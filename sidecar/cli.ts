@@ -11,6 +11,7 @@ const usage = `usage:
   dtx status <name> [--socket S] [--json]
   dtx list [--state prepared] [--socket S] [--json]
   dtx resolve <name> --commit|--rollback [--socket S]
+  dtx peers [--socket S] [--json]
   dtx bench [--json] [--duration S] [--concurrency 1,16,64,256] [--pg postgres://…]
 Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
 
@@ -23,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
     case "status":
     case "list":
     case "resolve":
+    case "peers":
       return query(command, rest);
     case "bench":
       return bench(rest);
@@ -108,7 +110,7 @@ function takeFlag(args: string[], flag: string): string | undefined {
   return v;
 }
 
-async function query(command: "status" | "list" | "resolve", args: string[]): Promise<number> {
+async function query(command: "status" | "list" | "resolve" | "peers", args: string[]): Promise<number> {
   const json = args.includes("--json");
   if (json) args.splice(args.indexOf("--json"), 1);
   const socket = takeFlag(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
@@ -121,6 +123,12 @@ async function query(command: "status" | "list" | "resolve", args: string[]): Pr
     return 3;
   }
   try {
+    if (command === "peers") {
+      const peers = await dtx.peers();
+      if (json) console.log(JSON.stringify(peers));
+      else for (const p of peers) console.log(`${String(p.id).padEnd(20)} ${String(p.state).padEnd(8)} ${p.url ?? "(accepted)"}`);
+      return 0;
+    }
     if (command === "resolve") {
       const commit = args.includes("--commit");
       const rollback = args.includes("--rollback");

@@ -29,8 +29,10 @@ export interface ClientServerHooks {
   register(conn: number, service: string): void;
   /** A client answered a callback the sidecar sent it. */
   callbackResult(conn: number, answer: Extract<ClientRequest, { op: "callback_result" }>): void;
+  /** The links to peer sidecars (dtx peers). */
+  peers(): unknown[];
   /** undefined when requests are accepted; otherwise the error to answer with. */
-  refusal(): WireError | undefined;
+  refusal(op: string): WireError | undefined;
 }
 
 export class ClientServer {
@@ -114,11 +116,12 @@ export class ClientServer {
       }
       return this.write(s, { id, ok: true, version: PROTOCOL_VERSION, sidecar: this.hooks.sidecarId });
     }
+    if (req.op === "peers") return this.write(s, { id, ok: true, peers: this.hooks.peers() });
     if (req.op === "callback_result") {
       this.hooks.callbackResult(s.data.id, req);
       return this.write(s, { id, ok: true });
     }
-    const refusal = this.hooks.refusal();
+    const refusal = this.hooks.refusal(req.op);
     if (!refusal && req.op === "register") {
       this.hooks.register(s.data.id, req.service);
       return this.write(s, { id, ok: true, service: req.service });

@@ -15,6 +15,7 @@ export const configSchema = z.object({
   dbs: z.array(keyValue),
   /** How often prepared SQL branches are reconciled with the log. */
   sqlReconcileMs: z.coerce.number().int().min(20).max(3_600_000),
+  storageReserveMb: z.coerce.number().min(0).max(1_000_000),
   /** A prepared SQL branch nobody reported is rolled back once it has been seen this long. */
   sqlOrphanMs: z.coerce.number().int().min(0).max(7 * 24 * 3_600_000),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
@@ -31,6 +32,7 @@ const flags: Record<string, { key: keyof SidecarConfig; env: string; many?: bool
   "--secret-file": { key: "secretFile", env: "DTX_SECRET_FILE" },
   "--db": { key: "dbs", env: "DTX_DBS", many: true },
   "--sql-reconcile-ms": { key: "sqlReconcileMs", env: "DTX_SQL_RECONCILE_MS" },
+  "--storage-reserve-mb": { key: "storageReserveMb", env: "DTX_STORAGE_RESERVE_MB" },
   "--sql-orphan-ms": { key: "sqlOrphanMs", env: "DTX_SQL_ORPHAN_MS" },
   "--log-level": { key: "logLevel", env: "DTX_LOG_LEVEL" },
 };
@@ -43,6 +45,7 @@ export const defaults = {
   host: "127.0.0.1",
   logLevel: "info",
   sqlReconcileMs: 10_000,
+  storageReserveMb: 16,
   sqlOrphanMs: 60_000,
 };
 

@@ -1,6 +1,7 @@
 // HTTP on the sidecar port: health, readiness, the transaction API, and the
 // WebSocket endpoint peers dial (/v1/federation).
 import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
+import { dashboardHtml } from "./dashboard.ts";
 import type { Sidecar } from "./sidecar.ts";
 
 export function startHttp(sidecar: Sidecar) {
@@ -18,6 +19,8 @@ export function startHttp(sidecar: Sidecar) {
       if (path === "/healthz") return new Response("ok\n");
       if (path === "/readyz") return sidecar.ready ? new Response("ready\n") : new Response("not ready\n", { status: 503 });
       if (path === "/v1/peers") return json(sidecar.federation.peers());
+      if (path === "/metrics") return new Response(sidecar.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
+      if (path === "/" || path === "/ui") return new Response(dashboardHtml, { headers: { "content-type": "text/html; charset=utf-8" } });
       if (path === "/v1/transactions") {
         const state = url.searchParams.get("state") ?? undefined;
         const r = await sidecar.ask({ op: "list", state, limit: Number(url.searchParams.get("limit") ?? 1000) });

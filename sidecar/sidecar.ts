@@ -1,7 +1,7 @@
 // The sidecar process: lock, open the log, recover, then report ready and
 // accept clients. SIGTERM drains: not-ready first, stop accepting, make
 // everything durable, close, exit 0.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync } from "node:fs";
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Logger } from "pino";
@@ -10,6 +10,7 @@ import { ErrorCode, wireError } from "../src/protocol/errors.ts";
 import { clientRequest, describeZodError, type PeerMessage } from "../src/protocol/messages.ts";
 import { Federation, parsePeers } from "../src/federation/federation.ts";
 import { createLogger } from "../src/observability/log.ts";
+import { SidecarMetrics } from "../src/observability/sidecar-metrics.ts";
 import { Runtime } from "../src/runtime/runtime.ts";
 import { Node } from "../src/txn/node.ts";
 import type { ClientInput, ReplyBody, ReplyTo } from "../src/txn/types.ts";
@@ -32,6 +33,7 @@ export interface Sidecar {
   runtime: Runtime;
   wal: LmdbWal;
   federation: Federation;
+  metrics: SidecarMetrics;
   port: number;
   ready: boolean;
   /** Run a client request as the sidecar's own internal client. */
@@ -86,6 +88,23 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     orphanMs: config.sqlOrphanMs,
   });
 
+  // Admission control on free disk: new work is refused before the log could run out of room,
+  // so what was acknowledged can always be finished from the reserve.
+  const newWork = new Set(["begin", "join", "o_create", "o_execute", "sql_open"]);
+  const storage = {
+    low: false,
+    check() {
+      try {
+        const st = statfsSync(dataDir);
+        const low = st.bavail * st.bsize < config.storageReserveMb * 1024 * 1024;
+        if (low !== storage.low) log.warn({ freeBytes: st.bavail * st.bsize, reserveMb: config.storageReserveMb }, low ? "storage low: refusing new transactions" : "storage back: accepting new transactions");
+        storage.low = low;
+      } catch (err) {
+        log.warn({ err }, "cannot read free space of the data directory");
+      }
+    },
+  };
+  storage.check();
   const internal = new Map<number, (b: ReplyBody) => void>();
   let internalId = 0;
   let draining = false;
@@ -99,11 +118,30 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       runtime.input({ k: "disconnect", conn, now: Date.now() });
     },
     register: (conn, service) => services.register(service, conn),
+    peers: () => federation.peers(),
     callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
-    refusal: () => (draining ? wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement") : undefined),
+    refusal: (op) => {
+      if (draining) return wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement");
+      if (storage.low && newWork.has(op)) {
+        return wireError(ErrorCode.STORAGE_FULL, `less than ${config.storageReserveMb} MiB free in ${dataDir}; new transactions are refused until space returns (work already acknowledged continues)`);
+      }
+      return undefined;
+    },
   });
 
   const services = new ServiceParticipants(wal, { push: (conn, frame) => server.push(conn, frame) });
+  const metrics = new SidecarMetrics({
+    clientConnections: () => server.connections,
+    inDoubtBranches: () => [...node.branches.values()].filter((b) => b.state === "prepared").length,
+    transactionsByState: () => {
+      const counts: Record<string, number> = {};
+      for (const c of node.coords.values()) counts[c.state] = (counts[c.state] ?? 0) + 1;
+      for (const o of node.orchestrator.orchs.values()) if (o.executed) counts[o.state] = (counts[o.state] ?? 0) + 1;
+      return counts;
+    },
+    peerLinks: () => Object.fromEntries(federation.peers().map((p) => [p.id, p.state === "up" ? 1 : 0])),
+  });
+  wal.onFlush = (ms, appends) => metrics.flush(ms, appends);
   const runtime: Runtime = new Runtime(node, wal, {
     call: (call) => (call.endpoint.startsWith("service:") ? services.call(call) : callHttp(call)),
     sendPeer: (to: string, msg: PeerMessage) => federation.send(to, msg),
@@ -114,6 +152,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       } else server.reply(to.conn, to.id, body);
     },
     log,
+    observe: metrics,
     finishSql: (e) => sqlBranches.finishBranch(e.name, e.branch, e.resources, e.outcome),
     onWalFailure: (err) => {
       log.fatal({ err }, "the write-ahead log could not be written; exiting so a restart recovers from what is durable");
@@ -134,6 +173,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     runtime,
     wal,
     federation,
+    metrics,
     port: 0,
     ready: false,
     ask: (req) =>
@@ -153,6 +193,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   federation.start();
 
   const tick = setInterval(() => runtime.input({ k: "tick", now: Date.now() }), timing.tickMs);
+  const storageWatch = setInterval(() => storage.check(), 250);
   const prune = setInterval(() => wal.prune(Date.now() - timing.retentionMs), 10 * 60_000);
 
   sidecar.stop = async () => {
@@ -161,6 +202,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     sidecar.ready = false;
     server.stopAccepting();
     clearInterval(tick);
+    clearInterval(storageWatch);
     clearInterval(prune);
     await Promise.race([runtime.drain(), Bun.sleep(5_000)]);
     runtime.stop();

@@ -83,6 +83,7 @@ export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("o_execute"), name: txnName }),
   z.object({ id: reqId, op: z.literal("o_abort"), name: txnName, reason: z.string().max(1000).optional() }),
   z.object({ id: reqId, op: z.literal("recover") }),
+  z.object({ id: reqId, op: z.literal("peers") }),
   z.object({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
   // Service callbacks: this connection serves a participant; the sidecar calls it with {cb, ...} frames.
   z.object({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),

@@ -10,8 +10,8 @@ export interface ReplyTo {
   id: number;
 }
 
-/** Requests the engine handles; hello, register and callback_result stay in the sidecar's connection layer. */
-export type ClientInput = Exclude<ClientRequest, { op: "hello" | "register" | "callback_result" }>;
+/** Requests the engine handles; hello, register, callback_result and peers stay in the sidecar's connection layer. */
+export type ClientInput = Exclude<ClientRequest, { op: "hello" | "register" | "callback_result" | "peers" }>;
 
 export type Input =
   | { k: "client"; from: ReplyTo; req: ClientInput; now: number }
