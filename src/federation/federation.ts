@@ -9,6 +9,7 @@
 import type { WebSocketHandler } from "bun";
 import type { Logger } from "pino";
 import { limits } from "../limits.ts";
+import { ErrorCode } from "../protocol/errors.ts";
 import { encodeBody, decodeBody } from "../protocol/frame.ts";
 import { describeZodError, type PeerMessage, peerMessage, sidecarId } from "../protocol/messages.ts";
 import { CloseCode, isLoopbackAddress } from "./auth.ts";
@@ -232,29 +233,36 @@ export class Federation {
     const peer = this.peersById.get(link.peer);
     if (!peer || this.stopped) return;
     const bytes = binaryBytes(data);
-    if (!bytes) return this.invalid(peer, "a text message (peer messages are binary MessagePack)");
+    if (!bytes) return this.invalid(peer, link, "a text message (peer messages are binary MessagePack)");
     if (bytes.length > limits.frameBytesMax) {
-      this.invalid(peer, `a ${bytes.length}-byte message`);
+      this.invalid(peer, undefined, `a ${bytes.length}-byte message`);
       return link.close(CloseCode.tooLarge, `FRAME_TOO_LARGE: message of ${bytes.length} bytes is over frameBytesMax (${limits.frameBytesMax})`);
     }
     let body: unknown;
     try {
       body = decodeBody(bytes);
     } catch (e) {
-      return this.invalid(peer, `undecodable MessagePack (${(e as Error).message})`);
+      return this.invalid(peer, link, `undecodable MessagePack (${(e as Error).message})`);
+    }
+    const report = body as { t?: unknown; code?: unknown; message?: unknown } | null;
+    if (report?.t === "error") {
+      this.log.warn({ peer: peer.id, code: report.code }, `peer ${peer.id} refused a message from us: ${String(report.message)}`);
+      return;
     }
     const parsed = peerMessage.safeParse(body);
-    if (!parsed.success) return this.invalid(peer, `an invalid peer message: ${describeZodError(parsed.error)}`, body);
+    if (!parsed.success) return this.invalid(peer, link, `an invalid peer message: ${describeZodError(parsed.error)}`, body);
     const msg = parsed.data;
-    if (msg.from !== link.peer) return this.invalid(peer, `a message claiming to be from ${msg.from}`, body);
+    if (msg.from !== link.peer) return this.invalid(peer, link, `a message claiming to be from ${msg.from}`, body);
     peer.received++;
     this.deliver(msg);
   }
 
-  private invalid(peer: Peer, what: string, body?: unknown): void {
+  /** Drop a bad message, log it, and tell the peer why (never in answer to an error, so two sidecars cannot ping-pong). */
+  private invalid(peer: Peer, link: Link | undefined, what: string, body?: unknown): void {
     peer.invalid++;
     const b = body as { t?: unknown; name?: unknown } | undefined;
     this.log.warn({ peer: peer.id, t: b?.t, name: b?.name }, `dropped ${what} from peer ${peer.id}`);
+    if (link && b?.t !== "error") link.send(encodeBody({ t: "error", code: ErrorCode.BAD_REQUEST, message: `dropped ${what}`.slice(0, 500) }));
   }
 
   private newPeer(id: string): Peer {
