@@ -16,6 +16,9 @@ export const configSchema = z.object({
   /** How often prepared SQL branches are reconciled with the log. */
   sqlReconcileMs: z.coerce.number().int().min(20).max(3_600_000),
   storageReserveMb: z.coerce.number().min(0).max(1_000_000),
+  tlsCert: z.string().optional(),
+  tlsKey: z.string().optional(),
+  tlsCa: z.string().optional(),
   /** A prepared SQL branch nobody reported is rolled back once it has been seen this long. */
   sqlOrphanMs: z.coerce.number().int().min(0).max(7 * 24 * 3_600_000),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
@@ -33,6 +36,9 @@ const flags: Record<string, { key: keyof SidecarConfig; env: string; many?: bool
   "--db": { key: "dbs", env: "DTX_DBS", many: true },
   "--sql-reconcile-ms": { key: "sqlReconcileMs", env: "DTX_SQL_RECONCILE_MS" },
   "--storage-reserve-mb": { key: "storageReserveMb", env: "DTX_STORAGE_RESERVE_MB" },
+  "--tls-cert": { key: "tlsCert", env: "DTX_TLS_CERT" },
+  "--tls-key": { key: "tlsKey", env: "DTX_TLS_KEY" },
+  "--tls-ca": { key: "tlsCa", env: "DTX_TLS_CA" },
   "--sql-orphan-ms": { key: "sqlOrphanMs", env: "DTX_SQL_ORPHAN_MS" },
   "--log-level": { key: "logLevel", env: "DTX_LOG_LEVEL" },
 };

@@ -9,6 +9,8 @@ export function startHttp(sidecar: Sidecar) {
   return Bun.serve<AcceptedSocket>({
     hostname: sidecar.config.host,
     port: sidecar.config.port,
+    // Optional TLS: the HTTP API and /v1/federation then answer on https:// and wss://.
+    tls: sidecar.config.tlsCert && sidecar.config.tlsKey ? { cert: Bun.file(sidecar.config.tlsCert), key: Bun.file(sidecar.config.tlsKey) } : undefined,
     fetch: async (req, server) => {
       const url = new URL(req.url);
       const path = url.pathname;

@@ -44,6 +44,7 @@ export interface Sidecar {
 export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   const started = performance.now();
   const log = createLogger(config.id, config.logLevel);
+  if (!!config.tlsCert !== !!config.tlsKey) throw new ConfigError("--tls-cert and --tls-key go together");
   if (!isLoopback(config.host) && !config.secretFile) {
     throw new Error(`refusing to listen on non-loopback host ${config.host} without --secret-file`);
   }
@@ -54,6 +55,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       secret: readSecret(config.secretFile),
       peers: parsePeers(config.peers),
       log,
+      tlsCa: config.tlsCa ? readFileSync(config.tlsCa, "utf8") : undefined,
       deliver: (msg) => runtime.input({ k: "peer", msg, now: Date.now() }),
     });
   } catch (e) {

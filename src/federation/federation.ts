@@ -28,6 +28,7 @@ export interface FederationOptions {
   secret?: string;
   peers: PeerAddress[];
   log: Logger;
+  tlsCa?: string;
   /** A validated message from an authenticated peer, for the engine. */
   deliver(msg: PeerMessage): void;
 }
@@ -90,6 +91,7 @@ export class Federation {
       self: opts.self,
       secret,
       log: opts.log,
+      tlsCa: opts.tlsCa,
       events: { up: (l) => this.linkUp(l), down: (l, code, reason) => this.linkDown(l, code, reason), receive: (l, d) => this.receive(l, d) },
     };
     for (const p of opts.peers) {

@@ -27,6 +27,8 @@ export interface LinkContext {
   secret: string;
   log: Logger;
   events: LinkEvents;
+  /** CA certificates (PEM) to trust when dialing wss:// peers (--tls-ca); the system's otherwise. */
+  tlsCa?: string;
 }
 
 export const federationLimits = {

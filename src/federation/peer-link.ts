@@ -50,7 +50,7 @@ export class PeerLink {
     const myNonce = newNonce();
     let ws: WebSocket;
     try {
-      ws = new WebSocket(this.url);
+      ws = this.ctx.tlsCa && this.url.startsWith("wss:") ? new WebSocket(this.url, { tls: { ca: this.ctx.tlsCa } } as never) : new WebSocket(this.url);
     } catch (e) {
       return this.failed(`cannot open ${this.url}: ${(e as Error).message}`);
     }

@@ -20,6 +20,8 @@ export interface SidecarOptions {
   dbs?: string[];
   extraArgs?: string[];
   env?: Record<string, string>;
+  /** The sidecar serves HTTPS (--tls-cert/--tls-key): probe /readyz over https. */
+  tls?: boolean;
 }
 
 export class SidecarProcess {
@@ -91,8 +93,12 @@ export class SidecarProcess {
     this.port = await readyLine;
     // Keep the port across restarts so peers and tests can find it again.
     this.opts.port = this.port;
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${this.port}/readyz`)).status === 200, timeoutMs, "readyz");
+    await waitFor(async () => (await fetch(`${this.baseUrl}/readyz`, { tls: { rejectUnauthorized: false } } as RequestInit)).status === 200, timeoutMs, "readyz");
     return this;
+  }
+
+  get baseUrl(): string {
+    return `${this.opts.tls ? "https" : "http"}://127.0.0.1:${this.port}`;
   }
 
   async kill9(): Promise<void> {
