@@ -43,6 +43,8 @@ export interface Coord {
   preparedTimeoutMs?: number;
   traceparent?: string;
   owner?: number;
+  /** The branch begin opened on this node; prepare ends only it (a joined branch ends itself with "end"). */
+  ownBranch?: string;
   /** c.prepared is in the log: from here on a rollback must be logged before it is announced. */
   durablePrepared: boolean;
   outcome?: Outcome;
@@ -272,6 +274,7 @@ export class Node {
       preparedTimeoutMs: req.preparedTimeoutMs,
       traceparent: req.traceparent,
       owner: from.conn,
+      ownBranch: branchId,
       durablePrepared: false,
       decideWaiters: [],
       lastResend: now,
@@ -351,8 +354,10 @@ export class Node {
     }
     c.state = "preparing";
     c.prepareWaiter = from;
+    c.lastResend = now;
     for (const b of c.branches.values()) {
-      if (b.sidecar === this.id) {
+      // Only begin's own branch: a joined branch on this node is still running until its client ends it.
+      if (b.id === c.ownBranch) {
         const local = this.branches.get(bkey(name, b.id));
         if (local && local.state === "active") local.state = "done";
       }
@@ -472,7 +477,10 @@ export class Node {
     const s = this.reader.coordinator(name);
     if (s) return this.ok(from, summaryStatus(s, this.id));
     for (const b of this.branches.values()) {
-      if (b.name === name) return this.ok(from, branchStatus(b, this.id));
+      if (b.name !== name) continue;
+      // This node coordinates the name but holds no record of it: presumed abort, whatever its branch's own state.
+      if (b.coordinator === this.id) return this.ok(from, { ...branchStatus(b, this.id), state: b.state === "rolled_back" ? "rolled_back" : "rolling_back" });
+      return this.ok(from, branchStatus(b, this.id));
     }
     this.fail(from, wireError(ErrorCode.NOT_FOUND, `sidecar ${this.id} knows no transaction "${name}"`));
   }
@@ -555,7 +563,7 @@ export class Node {
     const b = c?.branches.get(msg.branch);
     if (!c || !b) {
       // A yes from a branch we do not know (stale, or we lost an undecided txn): presumed abort.
-      if (msg.vote === "yes") this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: this.presumed(msg.name) });
+      if (msg.vote === "yes") this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: c ? "rollback" : this.presumed(msg.name, msg.branch) });
       return;
     }
     if (c.state !== "preparing" && c.state !== "active") {
@@ -593,9 +601,10 @@ export class Node {
   }
 
   /** The outcome for a transaction this node does not hold in memory. */
-  private presumed(name: string): Outcome {
+  private presumed(name: string, branch: string): Outcome {
     const s = this.reader.coordinator(name);
-    return s && (s.state === "committed" || s.state === "committing") ? "commit" : "rollback";
+    // A commit counts only for the branches it names: another branch is from an earlier transaction of the same name.
+    return s && (s.state === "committed" || s.state === "committing") && s.branches.some((b) => b.id === branch) ? "commit" : "rollback";
   }
 
   private onEnlist(msg: Extract<PeerMessage, { t: "enlist" }>, now: number) {
@@ -633,11 +642,8 @@ export class Node {
       if (c.outcome) this.send(msg.from, { t: "decision", name: c.name, branch: msg.branch, from: this.id, outcome: c.outcome });
       return;
     }
-    if (c && !c.outcome && c.state === "active" && !c.durablePrepared) {
-      // A branch we never recorded while still active: it was never enlisted, so abort it.
-      return this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: "rollback" });
-    }
-    this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: c?.outcome ?? this.presumed(msg.name) });
+    // Not a branch of the transaction held under this name (never enlisted, or left from an earlier one of the same name): abort it.
+    this.send(msg.from, { t: "decision", name: msg.name, branch: msg.branch, from: this.id, outcome: c ? "rollback" : this.presumed(msg.name, msg.branch) });
   }
 
   // ---- participant (branch) ------------------------------------------------
@@ -800,6 +806,11 @@ export class Node {
         case "active":
         case "preparing":
           if (now >= c.deadline) this.abort(c, `timed out after ${c.timeoutMs} ms before every branch prepared`, undefined, false, now);
+          else if (c.state === "preparing" && now - c.lastResend >= timing.resendMs) {
+            // A prepare lost while its participant was down would otherwise wait out the whole timeoutMs.
+            c.lastResend = now;
+            for (const b of c.branches.values()) if (b.vote === undefined) this.send(b.sidecar, { t: "prepare", name: c.name, branch: b.id, from: this.id });
+          }
           break;
         case "prepared":
           if (c.preparedTimeoutMs !== undefined && now - (c.preparedAt ?? now) >= c.preparedTimeoutMs) {

@@ -1,0 +1,49 @@
+// The simulator is evidence only if it fails when a rule is broken. Each test
+// breaks one rule in the simulator's executor or around the Node (the Node
+// itself is unchanged) and expects a violation within the seeds `npm test` runs.
+import { describe, expect, test } from "bun:test";
+import { type BrokenRule, simulate } from "./simulator.ts";
+import type { Violation } from "./invariants.ts";
+
+const seedsMax = 2_000;
+
+function firstViolation(brokenRule: BrokenRule, ignore?: string[]): Violation | undefined {
+  for (let seed = 1; seed <= seedsMax; seed++) {
+    const r = simulate(seed, { brokenRule, ignore });
+    if (r.violation) {
+      console.log(`${brokenRule}${ignore ? ` (not checking invariant ${ignore.join(", ")})` : ""}: caught at seed ${seed}\n  ${r.violation.message}`);
+      return r.violation;
+    }
+  }
+  return undefined;
+}
+
+describe("the simulator catches a deliberately broken rule", () => {
+  test("send-before-persist: votes, decisions and replies leave before their records are durable", () => {
+    expect(firstViolation("send-before-persist")).toBeDefined();
+  });
+
+  test("send-before-persist, without the client-acknowledgement checks: a branch commits before its decision is durable", () => {
+    expect(firstViolation("send-before-persist", ["6"])?.invariant).toBe("2");
+  });
+
+  test("unpersisted-step-skips-wait: a step that logs nothing answers before what earlier steps logged is durable", () => {
+    expect(firstViolation("unpersisted-step-skips-wait")).toBeDefined();
+  });
+
+  test("participant-decides-alone: a branch in doubt rolls back by itself after a timeout", () => {
+    expect(firstViolation("participant-decides-alone")?.invariant).toBe("5");
+  });
+
+  test("participant-decides-alone, without invariant 5: the transaction ends split or commits without a yes vote", () => {
+    expect(["1", "3"]).toContain(firstViolation("participant-decides-alone", ["5"])?.invariant ?? "none");
+  });
+
+  test("a failing seed replays exactly, and says how", () => {
+    const found = firstViolation("participant-decides-alone")!;
+    const again = simulate(found.seed, { brokenRule: "participant-decides-alone" });
+    expect(again.violation?.message).toBe(found.message);
+    expect(found.message).toContain(`replay: npm run sim:replay -- ${found.seed} --broken=participant-decides-alone`);
+    expect(simulate(found.seed, { brokenRule: "participant-decides-alone" }).stats).toEqual(again.stats);
+  });
+});

@@ -1,0 +1,266 @@
+// The 2PC engine called directly: Node.step(input) -> effects, no I/O. The
+// log is a MemoryWal that is durable at once; persist effects are appended to
+// it by the harness, as the runtime would.
+import { describe, expect, test } from "bun:test";
+import { timing } from "../../src/limits.ts";
+import type { PeerMessage } from "../../src/protocol/messages.ts";
+import { Node } from "../../src/txn/node.ts";
+import type { ClientInput, Effect } from "../../src/txn/types.ts";
+import { MemoryWal } from "../../src/wal/memory-wal.ts";
+import type { Request } from "../sim/simulator.ts";
+
+class Sidecar {
+  node: Node;
+  now = 1_000;
+  private reqId = 0;
+
+  constructor(
+    readonly id: string,
+    readonly wal = new MemoryWal(true),
+    boot = "b1",
+  ) {
+    this.node = new Node({ id, bootId: boot, reader: wal });
+  }
+
+  step(input: Parameters<Node["step"]>[0]): Effect[] {
+    const effects = this.node.step(input);
+    const records = effects.flatMap((e) => (e.k === "persist" ? [e.rec] : []));
+    if (records.length) this.wal.appendSync(records);
+    return effects;
+  }
+
+  client(req: Request, conn = 1): Effect[] {
+    return this.step({ k: "client", from: { conn, id: ++this.reqId }, req: { ...req, id: this.reqId } as ClientInput, now: this.now });
+  }
+
+  peer(msg: PeerMessage): Effect[] {
+    return this.step({ k: "peer", msg, now: this.now });
+  }
+
+  tick(ms: number): Effect[] {
+    this.now += ms;
+    return this.step({ k: "tick", now: this.now });
+  }
+
+  /** A restart: a new Node over the same log, fed what is unfinished. */
+  restart(boot: string): Effect[] {
+    this.node = new Node({ id: this.id, bootId: boot, reader: this.wal });
+    return this.step({ k: "recover", ...this.wal.unfinished(), now: this.now });
+  }
+}
+
+function reply(effects: Effect[]) {
+  const r = effects.find((e) => e.k === "reply");
+  if (!r || r.k !== "reply") throw new Error(`no reply in ${JSON.stringify(effects)}`);
+  return r.body as { ok: boolean; error?: { code: string }; [k: string]: unknown };
+}
+
+function sends(effects: Effect[], t?: PeerMessage["t"]): Array<{ to: string; msg: PeerMessage }> {
+  return effects.flatMap((e) => (e.k === "send" && (!t || e.msg.t === t) ? [{ to: e.to, msg: e.msg }] : []));
+}
+
+function persisted(effects: Effect[], r: string) {
+  return effects.filter((e) => e.k === "persist" && e.rec.r === r);
+}
+
+/** Deliver every message a sidecar sends to itself, as the runtime's microtask would, until none are left. */
+function settleSelf(sc: Sidecar, effects: Effect[]): Effect[] {
+  const all = [...effects];
+  let queue = sends(effects).filter((s) => s.to === sc.id);
+  while (queue.length) {
+    const next = sc.peer(queue.shift()!.msg);
+    all.push(...next);
+    queue.push(...sends(next).filter((s) => s.to === sc.id));
+  }
+  return all;
+}
+
+/** begin on A with one put in its own branch. */
+function begun(a: Sidecar, name: string, key = "k", conn = 1) {
+  const r = reply(a.client({ op: "begin", name }, conn));
+  expect(r.ok).toBe(true);
+  expect(reply(a.client({ op: "put", name, branch: r.branch as string, key, value: 1 }, conn)).ok).toBe(true);
+  return { branch: r.branch as string, context: r.context as string };
+}
+
+/** A local transaction on A, prepared: returns the effects of the prepare. */
+function prepared(a: Sidecar, name: string, key = "k") {
+  const b = begun(a, name, key);
+  const effects = settleSelf(a, a.client({ op: "prepare", name }));
+  expect(reply(effects)).toMatchObject({ ok: true, state: "prepared" });
+  return { ...b, effects };
+}
+
+describe("Node: coordinator", () => {
+  test("begin, put, prepare sends prepare to every branch", () => {
+    const a = new Sidecar("A");
+    const { branch } = begun(a, "t1");
+    a.peer({ t: "enlist", name: "t1", branch: "B.x.1", from: "B" });
+    const effects = a.client({ op: "prepare", name: "t1" });
+    expect(sends(effects, "prepare")).toEqual([
+      { to: "A", msg: { t: "prepare", name: "t1", branch, from: "A" } },
+      { to: "B", msg: { t: "prepare", name: "t1", branch: "B.x.1", from: "A" } },
+    ]);
+    expect(effects.some((e) => e.k === "reply")).toBe(false); // answered once every branch voted
+  });
+
+  test("a second begin with an active name fails with NAME_IN_USE, also after a restart", () => {
+    const a = new Sidecar("A");
+    begun(a, "dup");
+    expect(reply(a.client({ op: "begin", name: "dup" })).error?.code).toBe("NAME_IN_USE");
+    const b = new Sidecar("B");
+    prepared(b, "dup2");
+    b.restart("b2");
+    expect(reply(b.client({ op: "begin", name: "dup2" })).error?.code).toBe("NAME_IN_USE");
+  });
+
+  test("a commit decision is persisted before it is sent", () => {
+    const a = new Sidecar("A");
+    const { branch } = prepared(a, "t2");
+    const effects = a.client({ op: "commit", name: "t2" });
+    const decision = effects.findIndex((e) => e.k === "persist" && e.rec.r === "c.decision" && e.rec.outcome === "commit");
+    const send = effects.findIndex((e) => e.k === "send" && e.msg.t === "decision");
+    expect(decision).toBeGreaterThanOrEqual(0);
+    expect(send).toBeGreaterThan(decision);
+    expect(sends(effects, "decision")[0].msg).toEqual({ t: "decision", name: "t2", branch, from: "A", outcome: "commit" });
+  });
+
+  test("the coordinator records 'all voted yes' (c.prepared) in the step that answers prepare", () => {
+    const a = new Sidecar("A");
+    const { effects } = prepared(a, "t3");
+    const step = effects.findIndex((e) => e.k === "persist" && e.rec.r === "c.prepared");
+    const answer = effects.findIndex((e) => e.k === "reply");
+    expect(step).toBeGreaterThanOrEqual(0);
+    expect(answer).toBeGreaterThan(step);
+  });
+
+  test("a recovered prepared coordinator waits for its client's decision", () => {
+    const a = new Sidecar("A");
+    const { branch } = prepared(a, "t4");
+    const recovered = a.restart("b2");
+    expect(sends(recovered, "decision")).toEqual([]);
+    let later: Effect[] = [];
+    for (let i = 0; i < 200; i++) later.push(...a.tick(timing.resendMs));
+    later = later.filter((e) => e.k === "persist" || (e.k === "send" && e.msg.t === "decision"));
+    expect(later.filter((e) => e.k === "persist" && e.rec.r.startsWith("c."))).toEqual([]);
+    expect(reply(a.client({ op: "status", name: "t4" }))).toMatchObject({ ok: true, state: "prepared" });
+    const commit = a.client({ op: "commit", name: "t4" });
+    expect(persisted(commit, "c.decision")).toHaveLength(1);
+    expect(sends(commit, "decision")[0].msg).toMatchObject({ branch, outcome: "commit" });
+  });
+
+  test("a query about a transaction the coordinator never recorded is answered rollback (presumed abort)", () => {
+    const a = new Sidecar("A");
+    const effects = a.peer({ t: "query", name: "ghost", branch: "B.x.1", from: "B" });
+    expect(sends(effects)).toEqual([{ to: "B", msg: { t: "decision", name: "ghost", branch: "B.x.1", from: "A", outcome: "rollback" } }]);
+  });
+});
+
+describe("Node: participant", () => {
+  /** B joins A's transaction t and puts key = 1 (or only reads it). */
+  function joined(b: Sidecar, token: string, name: string, readOnly = false) {
+    const enlist = sends(b.client({ op: "join", token }, 7), "enlist");
+    expect(enlist).toHaveLength(1);
+    const branch = enlist[0].msg.branch;
+    expect(reply(b.peer({ t: "enlisted", name, branch, from: "A" }))).toMatchObject({ ok: true, branch });
+    expect(reply(b.client({ op: "get", name, branch, key: "k" }, 7)).ok).toBe(true);
+    if (!readOnly) expect(reply(b.client({ op: "put", name, branch, key: "k", value: 2 }, 7)).ok).toBe(true);
+    expect(reply(b.client({ op: "end", name, branch, ok: true }, 7)).ok).toBe(true);
+    return branch;
+  }
+
+  test("a yes vote comes with the branch's prepared record in the same step, the record first", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const { context } = begun(a, "p1");
+    const branch = joined(b, context, "p1");
+    const effects = b.peer({ t: "prepare", name: "p1", branch, from: "A" });
+    const record = effects.findIndex((e) => e.k === "persist" && e.rec.r === "p.prepared");
+    const vote = effects.findIndex((e) => e.k === "send" && e.msg.t === "vote");
+    expect(record).toBeGreaterThanOrEqual(0);
+    expect(vote).toBeGreaterThan(record);
+    expect(sends(effects, "vote")[0].msg).toMatchObject({ vote: "yes", branch });
+  });
+
+  test("a read-only branch votes readonly and logs nothing", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const { context } = begun(a, "p2");
+    const branch = joined(b, context, "p2", true);
+    const effects = b.peer({ t: "prepare", name: "p2", branch, from: "A" });
+    expect(effects.filter((e) => e.k === "persist")).toEqual([]);
+    expect(sends(effects, "vote")[0].msg).toMatchObject({ vote: "readonly", branch });
+  });
+
+  test("a key locked by another prepared transaction makes the branch vote no, as a conflict", () => {
+    const a = new Sidecar("A");
+    prepared(a, "first", "shared");
+    begun(a, "second", "shared");
+    const effects = settleSelf(a, a.client({ op: "prepare", name: "second" }));
+    expect(sends(effects, "vote")[0].msg).toMatchObject({ vote: "no", conflict: true });
+    expect(reply(effects).error?.code).toBe("TRANSACTION_CONFLICT");
+  });
+
+  test("an in-doubt branch asks its coordinator on tick and never decides alone", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const { context } = begun(a, "p3");
+    const branch = joined(b, context, "p3");
+    b.peer({ t: "prepare", name: "p3", branch, from: "A" });
+    const recovered = b.restart("b2");
+    expect(recovered.filter((e) => e.k === "persist")).toEqual([]);
+    const later: Effect[] = [];
+    for (let i = 0; i < 100; i++) later.push(...b.tick(timing.askCoordinatorMs / 2));
+    expect(later.filter((e) => e.k === "persist")).toEqual([]);
+    const queries = sends(later, "query");
+    expect(queries.length).toBeGreaterThanOrEqual(40);
+    expect(queries.every((q) => q.to === "A" && q.msg.branch === branch)).toBe(true);
+    expect(sends(later).length).toBe(queries.length);
+    // Only the coordinator's answer ends it.
+    const decided = b.peer({ t: "decision", name: "p3", branch, from: "A", outcome: "rollback" });
+    expect(persisted(decided, "p.end")).toHaveLength(1);
+  });
+});
+
+describe("Node: regressions found by the simulator", () => {
+  test("prepare does not end a joined branch on the coordinator's own sidecar (seed 2)", () => {
+    const a = new Sidecar("A");
+    const { context } = begun(a, "r1");
+    const join = settleSelf(a, a.client({ op: "join", token: context }, 7));
+    const joinedBranch = reply(join).branch as string;
+    // The coordinator's client prepares before the joined service ended its branch.
+    settleSelf(a, a.client({ op: "prepare", name: "r1" }));
+    expect(reply(a.client({ op: "put", name: "r1", branch: joinedBranch, key: "j", value: 1 }, 7)).ok).toBe(true);
+    // The joined service hangs up before ending: its branch rolls back, and so does the transaction.
+    const gone = settleSelf(a, a.step({ k: "disconnect", conn: 7, now: a.now }));
+    expect(sends(gone, "vote").map((s) => s.msg)).toContainEqual(expect.objectContaining({ branch: joinedBranch, vote: "no" }));
+    expect(a.node.coords.get("r1")?.outcome).toBe("rollback");
+  });
+
+  test("status on the coordinator's sidecar never calls a transaction prepared that its coordinator has no record of", () => {
+    const a = new Sidecar("A");
+    begun(a, "r2");
+    // The branch's prepared record is durable, the coordinator's is not: a crash here loses the coordinator.
+    const prepare = a.client({ op: "prepare", name: "r2" });
+    a.peer(sends(prepare, "prepare")[0].msg);
+    a.restart("b2");
+    expect(reply(a.client({ op: "status", name: "r2" }))).toMatchObject({ ok: true, state: "rolling_back" });
+    settleSelf(a, a.tick(timing.askCoordinatorMs));
+    expect(reply(a.client({ op: "status", name: "r2" }))).toMatchObject({ ok: true, state: "rolled_back" });
+  });
+
+  test("a prepared branch left from an earlier transaction of the same name is rolled back, not committed with the new one", () => {
+    const a = new Sidecar("A");
+    const { branch: stale } = begun(a, "again", "old-key");
+    // The branch prepares durably; the sidecar dies before its coordinator recorded anything.
+    a.peer(sends(a.client({ op: "prepare", name: "again" }), "prepare")[0].msg);
+    a.restart("b2");
+    // The client learned nothing and retries the same name at once: it commits before the stale branch asks.
+    prepared(a, "again", "new-key");
+    expect(persisted(a.client({ op: "commit", name: "again" }), "c.decision")).toHaveLength(1);
+    const asked = settleSelf(a, a.tick(timing.tickMs));
+    const staleEnd = asked.find((e) => e.k === "persist" && e.rec.r === "p.end" && e.rec.branch === stale);
+    expect(staleEnd).toMatchObject({ rec: { outcome: "rollback" } });
+    expect(a.wal.kvGet("old-key")).toBeUndefined();
+  });
+});
