@@ -61,7 +61,7 @@ export async function runBench(opts: BenchOptions) {
       ms,
       say,
     );
-    const rssIdle = rssMb(A);
+    const rssAfterLocal = rssMb(A);
 
     // ---- cross ---------------------------------------------------------------
     say("cross: three sidecars, coordinator writes locally, two others join");
@@ -118,7 +118,7 @@ export async function runBench(opts: BenchOptions) {
       ms,
       say,
     );
-    const rssPeak = Math.max(rssMb(A), rssIdle);
+    const rssPeak = Math.max(rssMb(A), rssAfterLocal, ...fed.map(rssMb));
 
     // ---- baseline ------------------------------------------------------------
     say("baseline: Bun.sql beginDistributed/commitDistributed on PostgreSQL");
@@ -131,6 +131,8 @@ export async function runBench(opts: BenchOptions) {
     await fresh.start();
     const startToReadyMs = round(performance.now() - t0, 1);
     sidecars.push(fresh);
+    await Bun.sleep(500); // let start-up garbage settle before reading idle memory
+    const rssIdle = rssMb(fresh);
     await fresh.kill9();
     const bigDir = join(root, "big");
     await writeLargeLog(join(bigDir, "data", "wal"));

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { ErrorCode, type WireError, wireError } from "../src/protocol/errors.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
-import { type ClientRequest, clientRequest, describeZodError } from "../src/protocol/messages.ts";
+import { type ClientRequest, describeZodError, parseClientRequest } from "../src/protocol/messages.ts";
 import type { ClientInput, ReplyBody } from "../src/txn/types.ts";
 
 interface ConnState {
@@ -105,7 +105,7 @@ export class ClientServer {
   private onBody(s: Socket<ConnState>, body: unknown, bytes: number) {
     const rawId = (body as { id?: unknown })?.id;
     const id = typeof rawId === "number" && Number.isInteger(rawId) && rawId >= 0 ? rawId : 0;
-    const parsed = clientRequest.safeParse(body);
+    const parsed = parseClientRequest(body);
     if (!parsed.success) {
       return this.write(s, { id, ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeZodError(parsed.error)) });
     }

@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import type { Logger } from "pino";
 import { timing } from "../src/limits.ts";
 import { ErrorCode, wireError } from "../src/protocol/errors.ts";
-import { clientRequest, describeZodError, type PeerMessage } from "../src/protocol/messages.ts";
+import { describeZodError, type PeerMessage, parseClientRequest } from "../src/protocol/messages.ts";
 import { Federation, parsePeers } from "../src/federation/federation.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { SidecarMetrics } from "../src/observability/sidecar-metrics.ts";
@@ -181,7 +181,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     ask: (req) =>
       new Promise((res) => {
         const id = ++internalId;
-        const parsed = clientRequest.safeParse({ ...req, id });
+        const parsed = parseClientRequest({ ...req, id });
         if (!parsed.success) return res({ ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeZodError(parsed.error)) });
         internal.set(id, res);
         runtime.input({ k: "client", from: { conn: INTERNAL_CONN, id }, req: parsed.data as ClientInput, now: Date.now() });

@@ -118,7 +118,8 @@ export class Node {
     this.reader = opts.reader;
     this.kvVersion = opts.reader.kvVersion();
     this.ackWaitMs = opts.ackWaitMs ?? 5_000;
-    this.evictAfterMs = opts.evictAfterMs ?? 10_000;
+    // Finished transactions leave memory soon: status and commit answer from the log.
+    this.evictAfterMs = opts.evictAfterMs ?? 1_000;
     this.databases = opts.databases ?? new Map();
     const random = opts.random ?? (() => 0.5);
     this.orchestrator = new Orchestrator(
@@ -236,22 +237,17 @@ export class Node {
   /** A name is taken while any transaction of that name, plain or orchestrated, is unfinished. */
   private nameTaken(name: string): boolean {
     const c = this.coords.get(name);
-    if (c && !isTerminal(c.state)) return true;
-    const s = this.reader.coordinator(name);
-    return (!c && !!s && !isTerminal(s.state)) || this.orchestrator.active(name);
+    return (!!c && !isTerminal(c.state)) || this.orchestrator.active(name);
   }
 
   private begin(req: Extract<ClientInput, { op: "begin" }>, from: ReplyTo, now: number) {
     if (this.orchestrator.active(req.name)) {
       return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is an active orchestrated transaction`));
     }
+    // Every unfinished transaction is in memory (recovery loads them), so memory answers NAME_IN_USE.
     const existing = this.coords.get(req.name);
     if (existing && !isTerminal(existing.state)) {
       return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
-    }
-    const durable = this.reader.coordinator(req.name);
-    if (!existing && durable && !isTerminal(durable.state)) {
-      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${durable.state}`));
     }
     if (this.coords.size >= limits.inflightTxnsMax) {
       return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than inflightTxnsMax (${limits.inflightTxnsMax}) transactions in flight; retry later`));

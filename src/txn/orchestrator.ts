@@ -89,10 +89,9 @@ export class Orchestrator {
 
   /** True when this name is taken by an orchestration that has not finished. */
   active(name: string): boolean {
+    // Unfinished orchestrations are all in memory (recovery loads them).
     const o = this.orchs.get(name);
-    if (o) return !isTerminal(o.state) && o.state !== "failed";
-    const s = this.summary(name);
-    return !!s && !isTerminal(s.state) && s.state !== "failed";
+    return !!o && !isTerminal(o.state) && o.state !== "failed";
   }
 
   create(req: CreateReq, from: ReplyTo, now: number) {
