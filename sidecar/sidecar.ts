@@ -154,7 +154,22 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       } else server.reply(to.conn, to.id, body);
     },
     log,
-    observe: metrics,
+    observe: {
+      input: (input) => metrics.input(input),
+      records: (records) => {
+        metrics.records(records);
+        // One debug line per logged fact, with the transaction's name and W3C traceparent.
+        if (log.isLevelEnabled("debug")) {
+          for (const rec of records) {
+            const name = "name" in rec ? rec.name : undefined;
+            log.debug({ name, traceparent: name ? node.traceOf(name) : undefined, record: rec.r, branch: (rec as { branch?: unknown }).branch }, `logged ${rec.r}`);
+          }
+        }
+        for (const rec of records) {
+          if (rec.r === "o.end" && rec.state === "failed") log.warn({ name: rec.name, traceparent: node.traceOf(rec.name), reason: rec.reason }, "transaction failed: an operator must resolve it");
+        }
+      },
+    },
     finishSql: (e) => sqlBranches.finishBranch(e.name, e.branch, e.resources, e.outcome),
     onWalFailure: (err) => {
       log.fatal({ err }, "the write-ahead log could not be written; exiting so a restart recovers from what is durable");

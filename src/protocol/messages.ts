@@ -121,13 +121,17 @@ export function parseClientRequest(body: unknown): { success: true; data: Client
 export type ClientOp = ClientRequest["op"];
 
 /** Messages between sidecars (federation) and from a sidecar to itself. */
+/** W3C trace context (https://www.w3.org/TR/trace-context/), carried on every message about a traced transaction. */
+const traceparent = z.string().max(128).optional();
+
 export const peerMessage = z.discriminatedUnion("t", [
-  z.object({ t: z.literal("enlist"), name: txnName, branch: branchId, from: sidecarId, traceparent: z.string().max(128).optional() }),
-  z.object({ t: z.literal("enlisted"), name: txnName, branch: branchId, from: sidecarId }),
-  z.object({ t: z.literal("enlist_refused"), name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000) }),
-  z.object({ t: z.literal("prepare"), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("enlist_refused"), traceparent, name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000) }),
+  z.object({ t: z.literal("prepare"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   z.object({
     t: z.literal("vote"),
+    traceparent,
     name: txnName,
     branch: branchId,
     from: sidecarId,
@@ -135,9 +139,9 @@ export const peerMessage = z.discriminatedUnion("t", [
     reason: z.string().max(1000).optional(),
     conflict: z.boolean().optional(),
   }),
-  z.object({ t: z.literal("decision"), name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
-  z.object({ t: z.literal("ack"), name: txnName, branch: branchId, from: sidecarId }),
-  z.object({ t: z.literal("query"), name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("decision"), traceparent, name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
+  z.object({ t: z.literal("ack"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.object({ t: z.literal("query"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
 ]);
 export type PeerMessage = z.infer<typeof peerMessage>;
 

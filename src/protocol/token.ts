@@ -7,6 +7,8 @@ const tokenSchema = z.object({
   name: txnName,
   coordinator: sidecarId,
   timeoutMs: z.number().int().positive().optional(),
+  /** The coordinator's own branch id: names this transaction, not an earlier one with the same name. */
+  incarnation: z.string().max(96).optional(),
   traceparent: z.string().max(128).optional(),
 });
 export type ContextToken = z.infer<typeof tokenSchema>;

@@ -76,6 +76,8 @@ export interface Branch {
   finishedAt?: number;
   applied: boolean;
   traceparent?: string;
+  /** The incarnation named by the token this branch joined with. */
+  incarnation?: string;
   /** Databases this branch runs SQL in; it votes yes only once every one reported prepared. */
   resources: (SqlResourceRef & { prepared: boolean })[];
 }
@@ -111,6 +113,7 @@ export class Node {
   private out: Effect[] = [];
   private readonly databases: ReadonlyMap<string, { kind: SqlKind; url: string }>;
   readonly orchestrator: Orchestrator;
+  private readonly traces = new Map<string, string>();
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -175,7 +178,13 @@ export class Node {
     this.out.push({ k: "persist", rec });
   }
   private send(to: string, msg: PeerMessage) {
-    this.out.push({ k: "send", to, msg });
+    const tp = this.traces.get(msg.name);
+    this.out.push({ k: "send", to, msg: tp && !msg.traceparent ? { ...msg, traceparent: tp } : msg });
+  }
+
+  /** The W3C traceparent a transaction was begun (or joined) with, for messages and log lines. */
+  traceOf(name: string): string | undefined {
+    return this.traces.get(name);
   }
   private ok(to: ReplyTo, result: Record<string, unknown> = {}) {
     this.out.push({ k: "reply", to, body: { ok: true, ...result } as ReplyBody });
@@ -278,7 +287,8 @@ export class Node {
     };
     this.coords.set(req.name, c);
     this.branches.set(bkey(req.name, branchId), this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
-    const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent });
+    if (req.traceparent) this.traces.set(req.name, req.traceparent);
+    const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent, incarnation: branchId });
     this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol });
   }
 
@@ -289,7 +299,9 @@ export class Node {
     const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
     b.joinWaiter = from;
     this.branches.set(bkey(t.name, branchId), b);
-    this.send(t.coordinator, { t: "enlist", name: t.name, branch: branchId, from: this.id, traceparent: t.traceparent });
+    b.incarnation = t.incarnation;
+    if (t.traceparent) this.traces.set(t.name, t.traceparent);
+    this.send(t.coordinator, { t: "enlist", name: t.name, branch: branchId, from: this.id, traceparent: t.traceparent, incarnation: t.incarnation });
   }
 
   private get(req: Extract<ClientInput, { op: "get" }>, from: ReplyTo) {
@@ -610,6 +622,10 @@ export class Node {
       if (c.state === "active" || c.state === "preparing") this.send(msg.from, { t: "enlisted", name: msg.name, branch: msg.branch, from: this.id });
       return;
     }
+    if (c && msg.incarnation && c.ownBranch && msg.incarnation !== c.ownBranch) {
+      // A token of an earlier transaction with the same name must not join this one.
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `the token belongs to an earlier transaction named "${msg.name}"` });
+    }
     if (!c || c.state !== "active") {
       const why = c ? `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` : `sidecar ${this.id} coordinates no active transaction "${msg.name}"`;
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why });
@@ -828,7 +844,10 @@ export class Node {
           break;
         case "committed":
         case "rolled_back":
-          if (now - (c.finishedAt ?? now) >= this.evictAfterMs) this.coords.delete(c.name);
+          if (now - (c.finishedAt ?? now) >= this.evictAfterMs) {
+            this.coords.delete(c.name);
+            this.traces.delete(c.name);
+          }
           break;
       }
     }
@@ -838,7 +857,7 @@ export class Node {
           if (now >= b.deadline) this.abortBranch(b, now);
           else if (now - b.lastContact >= timing.resendMs) {
             b.lastContact = now;
-            this.send(b.coordinator, { t: "enlist", name: b.name, branch: b.id, from: this.id, traceparent: b.traceparent });
+            this.send(b.coordinator, { t: "enlist", name: b.name, branch: b.id, from: this.id, traceparent: b.traceparent, incarnation: b.incarnation });
           }
           break;
         case "active":
@@ -858,7 +877,10 @@ export class Node {
           break;
         case "committed":
         case "rolled_back":
-          if (b.applied && now - (b.finishedAt ?? now) >= this.evictAfterMs) this.branches.delete(k);
+          if (b.applied && now - (b.finishedAt ?? now) >= this.evictAfterMs) {
+            this.branches.delete(k);
+            if (!this.coords.has(b.name)) this.traces.delete(b.name);
+          }
           break;
       }
     }
@@ -919,6 +941,7 @@ export class Node {
         pendingReported: true,
       };
       this.coords.set(s.name, c);
+      if (s.traceparent) this.traces.set(s.name, s.traceparent);
       if (s.state === "committing") {
         c.outcome = "commit";
         this.announce(c);

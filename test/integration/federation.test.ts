@@ -335,3 +335,35 @@ describe("the dialing side checks the accepting side's proof", () => {
     }
   });
 });
+
+describe("trace context", () => {
+  test("a traceparent given to beginDistributed is on every log line about the transaction, on both sidecars", async () => {
+    const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const [p1, p2] = freePorts(2);
+    const T1 = new SidecarProcess({ id: "T1", port: p1, secretFile, peers: [`T2=${url(p2)}`], extraArgs: ["--log-level", "debug"] });
+    const T2 = new SidecarProcess({ id: "T2", port: p2, secretFile, peers: [`T1=${url(p1)}`], extraArgs: ["--log-level", "debug"] });
+    await Promise.all([T1.start(), T2.start()]);
+    await waitForLinks(T1, ["T2"]);
+    const c1 = await connect({ socket: T1.socket });
+    const c2 = await connect({ socket: T2.socket });
+    await c1.beginDistributed(
+      "traced-1",
+      async (tx) => {
+        await tx.put("trace/a", 1);
+        await c2.join(tx.context, (t) => t.put("trace/b", 2));
+      },
+      { traceparent: tp },
+    );
+    await c1.commitDistributed("traced-1");
+    await waitFor(() => /"name":"traced-1"[^\n]*"record":"p.end"/.test(T2.output), 5_000, "T2's p.end line");
+    for (const sc of [T1, T2]) {
+      const lines = sc.output.split("\n").filter((l) => l.includes('"name":"traced-1"'));
+      expect(lines.length).toBeGreaterThanOrEqual(2);
+      for (const l of lines) expect(l).toContain(`"traceparent":"${tp}"`);
+    }
+    c1.close();
+    c2.close();
+    await T1.cleanup();
+    await T2.cleanup();
+  });
+});

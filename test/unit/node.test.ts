@@ -264,3 +264,38 @@ describe("Node: regressions found by the simulator", () => {
     expect(a.wal.kvGet("old-key")).toBeUndefined();
   });
 });
+
+describe("trace context and token incarnation", () => {
+  const sends = (effects: Effect[]) => effects.flatMap((e) => (e.k === "send" ? [e.msg] : []));
+  const replies = (effects: Effect[]) => effects.flatMap((e) => (e.k === "reply" ? [e.body as Record<string, unknown>] : []));
+
+  test("every message about a traced transaction carries its traceparent", () => {
+    const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const a = new Sidecar("A");
+    const begun = replies(a.client({ op: "begin", name: "t1", traceparent: tp }))[0];
+    const b = new Sidecar("B");
+    const enlist = sends(b.client({ op: "join", token: begun.context as string }));
+    expect(enlist[0]).toMatchObject({ t: "enlist", traceparent: tp });
+    const enlisted = sends(a.peer(enlist[0]));
+    expect(enlisted.every((m) => m.traceparent === tp)).toBe(true);
+    const prepares = sends(a.client({ op: "prepare", name: "t1" }));
+    expect(prepares.length).toBe(2);
+    expect(prepares.every((m) => m.traceparent === tp)).toBe(true);
+  });
+
+  test("a token from an earlier transaction with the same name cannot join the new one", () => {
+    const a = new Sidecar("A");
+    const first = replies(a.client({ op: "begin", name: "reused" }))[0];
+    // Deliver the rollback to the first incarnation's own branch, and its ack back.
+    for (const decision of sends(a.client({ op: "rollback", name: "reused" }))) for (const ack of sends(a.peer(decision))) a.peer(ack);
+    const second = replies(a.client({ op: "begin", name: "reused" }))[0];
+    expect(second.ok).toBe(true);
+    const b = new Sidecar("B");
+    const [staleEnlist] = sends(b.client({ op: "join", token: first.context as string }));
+    const answer = sends(a.peer(staleEnlist));
+    expect(answer[0]).toMatchObject({ t: "enlist_refused" });
+    expect((answer[0] as { reason: string }).reason).toContain("earlier transaction");
+    const [freshEnlist] = sends(b.client({ op: "join", token: second.context as string }));
+    expect(sends(a.peer(freshEnlist))[0]).toMatchObject({ t: "enlisted" });
+  });
+});
