@@ -485,17 +485,12 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   };
 }
 
-interface CallbackFrame {
+/** A call the sidecar sends to a registered service: a CallbackCall plus routing. */
+interface CallbackFrame extends CallbackCall {
   cb: number;
   op: "callback";
   service: string;
   method: string;
-  name: string;
-  participantId: string;
-  idempotencyKey: string;
-  payload?: unknown;
-  context?: unknown;
-  action?: string;
 }
 
 function text(reply: Reply, field: string): string {

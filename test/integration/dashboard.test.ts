@@ -39,7 +39,7 @@ afterAll(async () => sc?.cleanup());
     expect(await page.locator("tr.txn").count()).toBe(3);
 
     await page.selectOption("#state", "committed");
-    await page.waitForFunction(() => document.querySelectorAll("tr.txn").length === 1);
+    await page.waitForFunction('document.querySelectorAll("tr.txn").length === 1');
     expect(await page.locator("tr.txn td").first().textContent()).toBe("order-1");
 
     await page.click('tr.txn[data-name="order-1"]');
@@ -52,7 +52,7 @@ afterAll(async () => sc?.cleanup());
     expect(await page.locator("#tl-title").textContent()).toBe("order-1 — committed");
 
     await page.fill("#filter", "nothing-matches");
-    await page.waitForFunction(() => document.querySelectorAll("tr.txn").length === 0);
+    await page.waitForFunction('document.querySelectorAll("tr.txn").length === 0');
     await page.fill("#filter", "");
 
     const shot = join(process.env.DTX_SCREENSHOT_DIR ?? tmpdir(), "dtx-dashboard.png");

@@ -8,7 +8,7 @@ import { SidecarProcess } from "../helpers/sidecar-process.ts";
 
 const available = PgScratch.available();
 if (!available) {
-  if (process.env.CI === "true") test("PostgreSQL server binaries are installed (CI=true)", () => expect(available).toBe(true));
+  if (process.env.CI === "true") test("PostgreSQL server binaries are installed (CI=true)", () => expect(available as boolean).toBe(true));
   else console.log("skipping sql-disabled.test.ts: PostgreSQL server binaries are not installed (run npm run services)");
 }
 

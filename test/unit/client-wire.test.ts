@@ -230,7 +230,7 @@ describe("client wire", () => {
     await first.received("get");
     first.stop();
     first.dropAll();
-    expect((await cut).code).toBe("CONNECTION_LOST");
+    expect(((await cut) as { code: string }).code).toBe("CONNECTION_LOST");
     let second: ReturnType<typeof fakeSidecar> | undefined;
     setTimeout(() => (second = fakeSidecar(answer, first.path)), 100); // the restart takes a while
     expect(await dtx.get("a")).toBe(1);
@@ -261,8 +261,8 @@ describe("client wire", () => {
     const pending = dtx.get("a").catch((e) => e);
     await fake.received("get");
     fake.dropAll();
-    expect((await pending).code).toBe("CONNECTION_LOST");
-    const err = await dtx.get("b").catch((e) => e);
+    expect(((await pending) as { code: string }).code).toBe("CONNECTION_LOST");
+    const err = (await dtx.get("b").catch((e) => e)) as { code: string };
     expect(err.code).toBe("CONNECTION_LOST");
     expect(fake.connections).toBe(1);
   });
@@ -281,8 +281,8 @@ describe("client wire", () => {
     const pending = dtx.get("a").catch((e) => e);
     await fake.received("get");
     dtx.close();
-    expect((await pending).code).toBe("CLIENT_CLOSED");
-    expect((await dtx.get("b").catch((e) => e)).code).toBe("CLIENT_CLOSED");
+    expect(((await pending) as { code: string }).code).toBe("CLIENT_CLOSED");
+    expect(((await dtx.get("b").catch((e) => e)) as { code: string }).code).toBe("CLIENT_CLOSED");
     expect(fake.connections).toBe(1);
   });
 });

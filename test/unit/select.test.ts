@@ -43,7 +43,7 @@ describe("protocol: auto", () => {
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.error.code).toBe("PROTOCOL_UNSUPPORTED");
     } else {
-      expect(r).toEqual({ ok: true, protocol: want });
+      expect(r).toEqual({ ok: true, protocol: want as "2pc" | "saga" });
     }
   });
 

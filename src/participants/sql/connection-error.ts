@@ -8,3 +8,12 @@ export function connectionError(db: SqlDatabase, err: unknown): unknown {
   const why = err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
   return new DtxError(ErrorCode.SQL_CONNECTION_FAILED, `cannot reach database "${db.name}" at ${redactUrl(db.url)} (${why}); is the server running?`);
 }
+
+/** Run a query, turning an unreachable server into SQL_CONNECTION_FAILED. */
+export async function guarded<T>(db: SqlDatabase, q: () => Promise<T>): Promise<T> {
+  try {
+    return await q();
+  } catch (err) {
+    throw connectionError(db, err);
+  }
+}

@@ -6,7 +6,7 @@ import { SQL } from "bun";
 import { ErrorCode } from "../../protocol/errors.ts";
 import { gidFromXaRow, sqlErrorCode, xaXid } from "../../protocol/sql-branch.ts";
 import type { Outcome } from "../../wal/records.ts";
-import { connectionError } from "./connection-error.ts";
+import { connectionError, guarded } from "./connection-error.ts";
 import type { SqlDatabase } from "./databases.ts";
 import { type FinishResult, type SqlDriver, connectTimeoutS, sidecarPoolMax } from "./driver.ts";
 
@@ -45,11 +45,7 @@ export class MysqlDriver implements SqlDriver {
     await this.sql.close({ timeout: 1 });
   }
 
-  private async run<T>(q: () => Promise<T>): Promise<T> {
-    try {
-      return await q();
-    } catch (err) {
-      throw connectionError(this.db, err);
-    }
+  private run<T>(q: () => Promise<T>): Promise<T> {
+    return guarded(this.db, q);
   }
 }
