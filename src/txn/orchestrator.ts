@@ -312,13 +312,13 @@ export class Orchestrator {
       return this.want(o, i, "execute", now);
     }
     // Compensate newest first, one at a time; an action that never ran needs nothing.
+    const current = o.done.findIndex((_, k) => last(o, k, "execute")?.outcome !== "ok");
     for (let j = n - 1; j >= 0; j--) {
       const ran = last(o, j, "execute")?.outcome;
       if ((ran === "ok" || ran === "maybe") && !last(o, j, "compensate")) return this.want(o, j, "compensate", now);
-      if (o.inflight.get(j)?.op === "execute" && !last(o, j, "compensate")) {
-        // An action still in flight when we decided: it may apply, so compensate it too.
-        return this.want(o, j, "compensate", now);
-      }
+      // The step whose action was in flight when we decided may apply it, so compensate it too. Decided from the
+      // log, not from o.inflight: its compensation replaces that entry, and a restart forgets it (sim seeds 2, 4).
+      if (ran === undefined && j === current && !last(o, j, "compensate")) return this.want(o, j, "compensate", now);
     }
     this.end(o, "compensated", o.reason, now);
     return false;

@@ -23,8 +23,8 @@ describe("the simulator catches a deliberately broken rule", () => {
     expect(firstViolation("send-before-persist")).toBeDefined();
   });
 
-  test("send-before-persist, without the client-acknowledgement checks: a branch commits before its decision is durable", () => {
-    expect(firstViolation("send-before-persist", ["6"])?.invariant).toBe("2");
+  test("send-before-persist, without the client-acknowledgement and call-time checks: a branch commits before its decision is durable, or a commit is decided on a vote that is not", () => {
+    expect(["2", "3"]).toContain(firstViolation("send-before-persist", ["6", "§2"])?.invariant ?? "none");
   });
 
   test("unpersisted-step-skips-wait: a step that logs nothing answers before what earlier steps logged is durable", () => {
@@ -37,6 +37,22 @@ describe("the simulator catches a deliberately broken rule", () => {
 
   test("participant-decides-alone, without invariant 5: the transaction ends split or commits without a yes vote", () => {
     expect(["1", "3"]).toContain(firstViolation("participant-decides-alone", ["5"])?.invariant ?? "none");
+  });
+
+  test("call-before-persist: a Saga calls a participant before the records that justify the call are durable", () => {
+    expect(firstViolation("call-before-persist")?.invariant).toBe("§2");
+  });
+
+  test("call-before-persist, without the call-time check: a Saga's steps end applied while it never began, or half-way", () => {
+    expect(["6", "7"]).toContain(firstViolation("call-before-persist", ["§2"])?.invariant ?? "none");
+  });
+
+  test("compensation-unlogged: a finished compensation is not logged, so the Saga moves on while its log says otherwise", () => {
+    expect(firstViolation("compensation-unlogged")).toBeDefined();
+  });
+
+  test("compensation-unlogged, without the call-time check: a compensated Saga lacks a compensation in its log or its store", () => {
+    expect(firstViolation("compensation-unlogged", ["§2"])?.invariant).toBe("7");
   });
 
   test("a failing seed replays exactly, and says how", () => {

@@ -163,7 +163,10 @@ export class Checker {
   checkDurable(): void {
     for (const name of this.touched) {
       const t = this.sim.bank.txn(name);
-      if (!t) continue;
+      if (!t) {
+        this.sim.sagaChecker.checkDurable(name);
+        continue;
+      }
       const cs = this.durableCoordinator(t.coordinator, t.name);
       const rank = cs ? rankOf[cs.state] : 0;
       const outcome = outcomeOf(cs?.state);
@@ -246,6 +249,7 @@ export class Checker {
 
   /** Everything is final: each transaction's branches agree with its decision, and the store holds exactly the committed transfers. */
   finalCheck(): void {
+    this.sim.sagaChecker.finalCheck();
     const expected = new Map<string, number>();
     for (const t of this.sim.bank.txns) {
       const cs = this.durableCoordinator(t.coordinator, t.name);

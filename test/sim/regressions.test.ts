@@ -1,7 +1,7 @@
-// Seeds on which the simulator found real bugs in src/txn/node.ts, run
+// Seeds on which the simulator found real bugs in src/txn/node.ts (and orchestrator.ts), run
 // explicitly so they keep passing. A seed reproduces its run only while the
 // simulator itself is unchanged; each bug also has a direct unit test in
-// test/unit/node.test.ts that does not depend on the simulator.
+// test/unit/node.test.ts (or orchestrator-saga.test.ts) that does not depend on the simulator.
 import { describe, expect, test } from "bun:test";
 import { simulate } from "./simulator.ts";
 
@@ -12,6 +12,12 @@ const regressions: Array<{ seed: number; bug: string }> = [
   { seed: 2, bug: "prepare ended a joined branch on the coordinator's own sidecar" },
   { seed: 3, bug: "prepare ended a joined branch on the coordinator's own sidecar" },
   { seed: 3632, bug: "prepare ended a joined branch on the coordinator's own sidecar: the store disagreed with the acknowledged transfers" },
+  // src/txn/orchestrator.ts: a Saga aborted (or timed out) while a step's action was in flight compensated that
+  // step only while o.inflight still held the action; its own compensation replaced that entry (and a restart
+  // cleared it), so the next tick compensated the earlier steps and ended "compensated" with the step applied.
+  // Direct unit tests: test/unit/orchestrator-saga.test.ts.
+  { seed: 4, bug: "a Saga compensated earlier steps before the step whose action was in flight at the abort" },
+  { seed: 2, bug: "a Saga ended compensated with the in-flight step's action applied and never compensated" },
 ];
 
 describe("simulator regressions", () => {

@@ -1,8 +1,8 @@
 // Deterministic simulator (DESIGN §2, §8): the real Node step function on 2–4
 // simulated sidecars, each with a MemoryWal that loses its unflushed tail on a
 // crash, a network that drops, delays, duplicates, reorders and partitions,
-// simulated clients running bank transfers, and invariant checks after every
-// event. One seed fixes every choice, so a failing seed replays exactly.
+// simulated clients running bank transfers and orchestrated Sagas (saga.ts),
+// and invariant checks after every event. One seed fixes every choice, so a failing seed replays exactly.
 //
 // The effect executor mirrors src/runtime/runtime.ts: a step's persists are
 // appended at once (reads see them, like LMDB), a message to the node itself
@@ -21,14 +21,20 @@ import { EventQueue } from "./event-queue.ts";
 import { Checker, Violation } from "./invariants.ts";
 import { Prng } from "./prng.ts";
 import { Bank } from "./workload.ts";
+import { Sagas, simEndpoint } from "./saga.ts";
+import { SagaChecker } from "./saga-invariants.ts";
+import type { ParticipantCall } from "../../src/txn/types.ts";
+import type { CallOutcome } from "../../src/participants/outcome.ts";
 
 /**
  * Deliberately broken rules, to prove the checks catch them (the Node is never changed):
  * - send-before-persist: sends, replies and afters go out without waiting for any flush;
  * - unpersisted-step-skips-wait: a step that persists nothing does not wait for what earlier steps persisted;
- * - participant-decides-alone: a branch in doubt for 500 ms rolls back by itself.
+ * - participant-decides-alone: a branch in doubt for 500 ms rolls back by itself;
+ * - call-before-persist: participant calls of orchestrated Sagas leave without waiting for any flush;
+ * - compensation-unlogged: the o.step record of a finished compensation is dropped (a wrapper around Node.step).
  */
-export type BrokenRule = "send-before-persist" | "unpersisted-step-skips-wait" | "participant-decides-alone";
+export type BrokenRule = "send-before-persist" | "unpersisted-step-skips-wait" | "participant-decides-alone" | "call-before-persist" | "compensation-unlogged";
 
 export interface SimOptions {
   brokenRule?: BrokenRule;
@@ -45,6 +51,11 @@ export interface SimStats {
   txns: number;
   committed: number;
   rolledBack: number;
+  sagas: number;
+  sagasCommitted: number;
+  sagasCompensated: number;
+  /** Sagas that ended failed and were resolved by the simulated operator. */
+  sagasResolved: number;
   crashes: number;
   messages: number;
   dropped: number;
@@ -144,6 +155,8 @@ export class Sim {
   readonly conns = new Map<number, Conn>();
   readonly checker: Checker;
   readonly bank: Bank;
+  readonly sagas: Sagas;
+  readonly sagaChecker: SagaChecker;
   now = 1_000;
   events = 0;
   faultsOn = true;
@@ -159,6 +172,8 @@ export class Sim {
   /** Reads outside a transaction: the store version they saw, checked durable when the reply arrives. */
   private readonly readVersions = new Map<string, number>();
   private readonly stats = { steps: 0, crashes: 0, messages: 0, dropped: 0 };
+  /** The share of new client flows that are orchestrated Sagas (10–60 %; the rest are 2PC transfers), per seed. */
+  private readonly sagaShare: number;
 
   constructor(
     readonly seed: number,
@@ -204,6 +219,9 @@ export class Sim {
     this.evictAfterMs = rng.range(200, 3_000);
     this.checker = new Checker(this);
     this.bank = new Bank(this, rng.range(3, 8));
+    this.sagas = new Sagas(this);
+    this.sagaChecker = new SagaChecker(this, this.sagas, this.checker);
+    this.sagaShare = 0.1 + rng.next() * 0.5;
   }
 
   run(): void {
@@ -227,7 +245,12 @@ export class Sim {
 
   summary(): SimStats {
     const committed = this.bank.txns.filter((t) => this.checker.durableCoordinator(t.coordinator, t.name)?.state === "committed").length;
+    const sagaEnds = this.sagas.sagas.map((s) => this.sagaChecker.durable(s.node, s.name));
     return {
+      sagas: this.sagas.sagas.length,
+      sagasCommitted: sagaEnds.filter((s) => s?.state === "committed").length,
+      sagasCompensated: sagaEnds.filter((s) => s?.state === "compensated").length,
+      sagasResolved: sagaEnds.filter((s) => s?.reason?.startsWith("resolved by an operator")).length,
       nodes: this.nodes.length,
       events: this.events,
       txns: this.bank.txns.length,
@@ -263,12 +286,18 @@ export class Sim {
   private step(sn: SimNode, input: Input): void {
     const node = sn.node;
     if (!node) throw new Error(`step on ${sn.id} while it is down`);
-    const effects = this.opts.brokenRule === "participant-decides-alone" ? this.decideAlone(sn, node, input) : node.step(input);
+    const effects =
+      this.opts.brokenRule === "participant-decides-alone"
+        ? this.decideAlone(sn, node, input)
+        : this.opts.brokenRule === "compensation-unlogged"
+          ? node.step(input).filter((e) => !(e.k === "persist" && e.rec.r === "o.step" && e.rec.op === "compensate"))
+          : node.step(input);
     this.stats.steps++;
     if (this.opts.trace && (input.k !== "tick" || effects.length)) {
       this.log(`${sn.id} <- ${describeInput(input)}${effects.length ? `\n      -> ${effects.map(describeEffect).join("\n      -> ")}` : ""}`);
     }
     this.checker.onStep(sn, input, effects);
+    this.sagaChecker.onStep(sn, effects);
     const records: LogRecord[] = [];
     const local: PeerMessage[] = [];
     const rest: Effect[] = [];
@@ -292,8 +321,11 @@ export class Sim {
       // The one rule: released only once everything appended so far is durable. The broken variant skips the wait.
       const broken = this.opts.brokenRule === "send-before-persist" || (this.opts.brokenRule === "unpersisted-step-skips-wait" && !records.length);
       const dep = broken ? 0 : sn.wal.appended;
-      sn.outbox.push({ dep, effects: rest });
-      if (dep <= sn.wal.flushedUpTo) this.scheduleRelease(sn);
+      if (this.opts.brokenRule === "call-before-persist" && rest.some((e) => e.k === "call")) {
+        sn.outbox.push({ dep: 0, effects: rest.filter((e) => e.k === "call") });
+        sn.outbox.push({ dep, effects: rest.filter((e) => e.k !== "call") });
+      } else sn.outbox.push({ dep, effects: rest });
+      if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
     }
     if (this.faultsOn && this.rng.chance(this.faults.crashAfterStepP)) this.later(0, () => this.crash(sn));
   }
@@ -345,8 +377,9 @@ export class Sim {
       case "after":
         return this.step(sn, { ...e.input, now: this.now } as Input);
       case "call":
+        return this.callParticipant(sn, e.call);
       case "finish_sql":
-        throw new Error(`${e.k} effects are not simulated: the simulated clients run built-in-store 2PC only`);
+        throw new Error("finish_sql effects are not simulated: the simulated clients use no SQL branches");
       case "persist":
         throw new Error("persist effects are applied when the step runs");
     }
@@ -367,6 +400,42 @@ export class Sim {
       }
     }
     return effects;
+  }
+
+  // ---- simulated participants of Sagas -----------------------------------------
+
+  /**
+   * Like the runtime: one call, one call_result — the participant's answer, or "retry" once call.timeoutMs
+   * passes. The request and the answer may each be lost or delayed (a late request still applies at the
+   * participant); a node crash loses the result, never what the participant did. Under faults a result is
+   * sometimes fed to the node again later (duplicated or late), which the orchestrator must ignore.
+   */
+  private callParticipant(sn: SimNode, call: ParticipantCall): void {
+    if (!call.endpoint.startsWith(simEndpoint)) throw new Error(`call to ${call.endpoint}: only simulated participants are simulated`);
+    this.sagaChecker.callLeaves(sn, call);
+    this.log(`${sn.id} calls ${call.participantId} ${call.op} #${call.callId} (${call.idempotencyKey})`);
+    const epoch = sn.epoch;
+    let answered = false;
+    const deliver = (o: CallOutcome) => {
+      if (answered) return;
+      answered = true;
+      this.callResult(sn, epoch, call, o);
+      if (this.faultsOn && this.rng.chance(this.faults.dupP)) this.later(this.rng.int(500), () => this.callResult(sn, epoch, call, o));
+    };
+    this.later(call.timeoutMs, () => deliver({ outcome: "retry", error: `${call.endpoint} did not answer ${call.op} within ${call.timeoutMs} ms` }));
+    const delay = () => 1 + this.rng.int(this.faults.delayMaxMs) + (this.faultsOn && this.rng.chance(this.faults.longDelayP) ? this.rng.int(1_000) : 0);
+    if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the request is lost
+    this.later(delay(), () => {
+      const o = this.sagas.handle(call);
+      this.log(`${call.participantId} answers ${call.op} #${call.callId}: ${o.outcome}${o.error ? ` (${o.error})` : ""}`);
+      if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the answer is lost
+      this.later(delay(), () => deliver(o));
+    });
+  }
+
+  private callResult(sn: SimNode, epoch: number, call: ParticipantCall, o: CallOutcome): void {
+    if (sn.epoch !== epoch || !sn.node) return; // the process that made the call is gone
+    this.step(sn, { k: "call_result", name: call.name, index: call.index, callId: call.callId, outcome: o.outcome, result: o.result, error: o.error, now: this.now });
   }
 
   // ---- network ---------------------------------------------------------------
@@ -478,7 +547,7 @@ export class Sim {
     sn.boots++;
     // Branch ids embed the boot id, so it must differ across restarts of one node.
     const bootId = `${sn.boots.toString(36)}${this.rng.int(36 ** 3).toString(36)}`;
-    sn.node = new Node({ id: sn.id, bootId, reader: sn.wal, ackWaitMs: this.ackWaitMs, evictAfterMs: this.evictAfterMs });
+    sn.node = new Node({ id: sn.id, bootId, reader: sn.wal, ackWaitMs: this.ackWaitMs, evictAfterMs: this.evictAfterMs, random: () => this.rng.next() });
     this.log(`${sn.id} START boot ${bootId}`);
     this.step(sn, { k: "recover", ...sn.wal.unfinished(), now: this.now });
   }
@@ -494,6 +563,7 @@ export class Sim {
     this.later(this.rng.int(this.faults.txnGapMs), () => {
       if (!this.faultsOn) return;
       if (this.rng.chance(0.15)) this.bank.readOutside();
+      else if (this.rng.chance(this.sagaShare)) this.sagas.start();
       else this.bank.start();
       this.startLoop();
     });
@@ -566,11 +636,15 @@ export class Sim {
         if (b.state !== "committed" && b.state !== "rolled_back") open.push(`${sn.id} holds branch ${b.id} of ${b.name} in state ${b.state}`);
         else if (!b.applied) open.push(`${sn.id} has not applied branch ${b.id} of ${b.name}`);
       }
-      const { coordinators, branches } = filterUnfinished(sn.wal.durableSummaries());
+      for (const o of node.orchestrator.orchs.values()) {
+        if (o.executed && !isTerminal(o.state)) open.push(`${sn.id} orchestrates ${o.name} in state ${o.state}`);
+      }
+      const { coordinators, branches, orchestrations } = filterUnfinished(sn.wal.durableSummaries());
+      for (const o of orchestrations) open.push(`${sn.id}'s durable log holds saga ${o.name} as ${o.state}`);
       for (const c of coordinators) open.push(`${sn.id}'s durable log holds ${c.name} as ${c.state}`);
       for (const b of branches) open.push(`${sn.id}'s durable log holds branch ${b.branch} of ${b.name} as ${b.state}`);
     }
-    open.push(...this.bank.waiting());
+    open.push(...this.bank.waiting(), ...this.sagas.waiting());
     return open;
   }
 }

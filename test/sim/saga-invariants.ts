@@ -1,0 +1,190 @@
+// Invariant 7 of DESIGN §8 for orchestrated Sagas: a Saga ends with each step
+// either applied or compensated, never both half-way, and each compensation
+// runs at most once. Counted where the effects land: at the simulated
+// participants (saga.ts) and, for store steps, in the orchestrating node's
+// durable log and store.
+//
+// Per step: an operation the log already holds as finished is neither called
+// nor logged again. When a call leaves: the records that justify it are
+// durable (the engine rule, DESIGN §2). At the participant: an action or a
+// compensation is applied at most once, and never an action after its
+// compensation. Over durable state: a Saga's state only moves forward and a
+// finished one never changes; what its client was told agrees with the log.
+// After the settle phase: a committed Saga has every step applied exactly once
+// and none compensated; a compensated one has every applied step compensated
+// exactly once, newest first, and its store keys back at their before-images
+// (absent: the keys are private to the Saga); a failed one stays failed until
+// the operator resolves it; one that never began applied nothing.
+import type { ParticipantCall } from "../../src/txn/types.ts";
+import type { OrchestrationSummary, StepDone } from "../../src/wal/orchestration-records.ts";
+import type { Effect } from "../../src/txn/types.ts";
+import type { Checker } from "./invariants.ts";
+import type { ParticipantLedger, SagaRecord, Sagas } from "./saga.ts";
+import type { Sim, SimNode } from "./simulator.ts";
+
+const rankOf: Record<string, number> = { active: 1, compensating: 2, failed: 3, committed: 4, compensated: 4 };
+const finished = (d: StepDone[], op: "execute" | "compensate") => d.filter((x) => x.op === op && x.outcome === "ok");
+
+export class SagaChecker {
+  private readonly seen = new Map<string, { rank: number; state: string }>();
+  /** Order in which store-step compensations were logged (the last logging counts: an earlier one was lost in a crash). */
+  private readonly storeCompSeq = new Map<string, number>();
+
+  constructor(
+    private readonly sim: Sim,
+    private readonly sagas: Sagas,
+    private readonly checker: Checker,
+  ) {}
+
+  private fail(invariant: string, detail: string): void {
+    this.checker.fail(invariant, detail);
+  }
+
+  durable(sagaNode: string, name: string): OrchestrationSummary | undefined {
+    return this.sim.node(sagaNode).wal.durableSummaries().get(`o/${name}`) as OrchestrationSummary | undefined;
+  }
+
+  // ---- per step ----------------------------------------------------------------
+
+  onStep(sn: SimNode, effects: Effect[]): void {
+    for (const e of effects) {
+      if (e.k === "call") this.onCall(sn, e.call);
+      if (e.k !== "persist" || e.rec.r !== "o.step") continue;
+      const rec = e.rec;
+      const logged = sn.wal.orchestration(rec.name)?.done[rec.index] ?? [];
+      if ((rec.op === "execute" || rec.op === "compensate") && logged.some((d) => d.op === rec.op)) {
+        this.fail("7", `saga ${rec.name} on ${sn.id}: step ${rec.index} logs ${rec.op} ${rec.outcome} again; its log already holds ${JSON.stringify(logged.map((d) => `${d.op}:${d.outcome}`))}`);
+      }
+      if (rec.op === "compensate" && rec.writes) this.storeCompSeq.set(`${rec.name}/${rec.index}`, ++this.sagas.seq);
+    }
+  }
+
+  /** The orchestrator never calls again an operation its log holds as finished. */
+  private onCall(sn: SimNode, call: ParticipantCall): void {
+    const s = sn.wal.orchestration(call.name);
+    const d = s?.done[call.index] ?? [];
+    if (d.some((x) => x.op === call.op)) this.fail("7", `saga ${call.name} on ${sn.id} calls ${call.op} of step ${call.index} again, though its log holds it finished`);
+    if (call.op === "execute" && s?.decision) this.fail("7", `saga ${call.name} on ${sn.id} calls the action of step ${call.index} after deciding to ${s.decision}`);
+  }
+
+  /** A call leaves the node: the records that justify it must be durable (persist, then call). */
+  callLeaves(sn: SimNode, call: ParticipantCall): void {
+    const s = this.durable(sn.id, call.name);
+    const where = `saga ${call.name} on ${sn.id}: ${call.op} of step ${call.index} was called`;
+    if (!s) return this.fail("§2", `${where} before its o.begin was durable`);
+    if (call.op === "compensate" && s.decision !== "compensate") return this.fail("§2", `${where} while the durable log holds no compensate decision`);
+    for (let j = 0; j < call.index && call.op === "execute"; j++) {
+      if (!finished(s.done[j], "execute").length) return this.fail("§2", `${where} while step ${j}'s action is not durably finished`);
+    }
+    for (let j = call.index + 1; j < s.done.length && call.op === "compensate"; j++) {
+      const ran = s.done[j].some((x) => x.op === "execute" && (x.outcome === "ok" || x.outcome === "maybe"));
+      if (ran && !s.done[j].some((x) => x.op === "compensate")) return this.fail("§2", `${where} while step ${j}'s compensation is not durably finished`);
+    }
+  }
+
+  // ---- at the participant --------------------------------------------------------
+
+  actionApplied(p: ParticipantLedger): void {
+    if (p.executed > 1) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the action ${p.executed} times`);
+    if (p.compensated || p.nullCompensated) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the action after its compensation`);
+  }
+
+  compensationApplied(p: ParticipantLedger): void {
+    if (p.compensated > 1) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the compensation ${p.compensated} times`);
+  }
+
+  // ---- durable state and answers ---------------------------------------------------
+
+  checkDurable(name: string): void {
+    const t = this.sagas.saga(name);
+    if (!t) return;
+    const s = this.durable(t.node, name);
+    if (!s) return;
+    const before = this.seen.get(name);
+    const rank = rankOf[s.state] ?? 0;
+    if (before && rank < before.rank) this.fail("4", `saga ${name}: durable state went back from ${before.state} to ${s.state}`);
+    if (before && before.rank === 4 && s.state !== before.state) this.fail("4", `saga ${name}: durably ${before.state}, now ${s.state}`);
+    if (before?.state === "failed" && s.state !== "failed" && !(s.state === "compensated" && (s.reason ?? "").startsWith("resolved by an operator"))) {
+      this.fail("7", `saga ${name}: failed, then ${s.state} without the operator's resolve`);
+    }
+    this.seen.set(name, { rank, state: s.state });
+  }
+
+  /** The client was told `state` (released after the flush, so the log holds it or a later state). */
+  answered(t: SagaRecord, op: string, state: string): void {
+    const s = this.durable(t.node, t.name);
+    if (!s) {
+      // Never begun (an abort before execute answers rolled_back; status of a created Saga answers active).
+      if (state !== "rolled_back" && state !== "active") this.fail("6", `saga ${t.name}: ${op} answered ${state}, but ${t.node}'s durable log holds nothing`);
+      return;
+    }
+    const ok = rankOf[state] === 4 ? s.state === state : (rankOf[s.state] ?? 0) >= (rankOf[state] ?? 0);
+    if (!ok) this.fail("6", `saga ${t.name}: ${op} answered ${state}, but ${t.node}'s durable log holds ${s.state}`);
+    if (op === "o_abort" && state === "committed") this.fail("6", `saga ${t.name}: an abort was answered committed`);
+  }
+
+  // ---- after the faults stop -------------------------------------------------------
+
+  finalCheck(): void {
+    for (const t of this.sagas.sagas) {
+      const s = this.durable(t.node, t.name);
+      const store = this.sim.node(t.node).wal;
+      const where = `saga ${t.name}`;
+      if (!s) {
+        for (const [i, step] of t.steps.entries()) {
+          const p = this.sagas.ledgers.get(step.participantId);
+          if (p?.executed) this.fail("7", `${where} never began on ${t.node}, yet step ${i} (${step.participantId}) applied its action`);
+        }
+        for (const k of t.keys) if (store.kvGet(k)) this.fail("7", `${where} never began, yet the store of ${t.node} holds ${k}`);
+        continue;
+      }
+      if (s.state === "failed") this.fail("8", `${where} is still failed after the operator's resolve`);
+      const resolved = (s.reason ?? "").startsWith("resolved by an operator");
+      if (t.abortAck && s.state === "committed") this.fail("6", `${where}: its abort was acknowledged, yet it committed`);
+      // Applied actions and compensations, per step, in the order the checks need.
+      const comps: Array<{ i: number; seq: number }> = [];
+      for (const [i, step] of t.steps.entries()) {
+        const d = s.done[i] ?? [];
+        let executed: number;
+        let compensated: number;
+        if (step.store) {
+          executed = finished(d, "execute").length;
+          // Compensating a store step that never wrote anything writes nothing (a null compensation).
+          compensated = executed ? d.filter((x) => x.op === "compensate" && x.outcome === "ok").length : 0;
+          if (compensated && executed) comps.push({ i, seq: this.storeCompSeq.get(`${t.name}/${i}`) ?? 0 });
+        } else {
+          const p = this.sagas.ledgers.get(step.participantId)!;
+          executed = p.executed;
+          compensated = p.compensated;
+          if (compensated) comps.push({ i, seq: p.compensatedSeq ?? 0 });
+        }
+        const what = `${where} ended ${s.state}${resolved ? " (resolved by the operator)" : ""}, but step ${i} (${step.store ? "store" : step.participantId})`;
+        if (executed > 1 || compensated > 1) this.fail("7", `${what} applied its action ${executed} and its compensation ${compensated} times`);
+        if (s.state === "committed" && (executed !== 1 || compensated)) this.fail("7", `${what} applied its action ${executed} times and its compensation ${compensated} times`);
+        if (s.state === "compensated" && !resolved && executed !== compensated) this.fail("7", `${what} applied its action ${executed} times and its compensation ${compensated} times`);
+        // The orchestrator's own log agrees: a compensated Saga logged the compensation of every step that ran.
+        const ran = d.some((x) => x.op === "execute" && (x.outcome === "ok" || x.outcome === "maybe"));
+        if (s.state === "compensated" && !resolved && ran && !d.some((x) => x.op === "compensate")) this.fail("7", `${what} ran, and its log holds no compensation`);
+      }
+      // Newest first: compensations of higher steps were applied earlier.
+      comps.sort((a, b) => b.i - a.i);
+      for (let k = 1; k < comps.length; k++) {
+        if (comps[k].seq < comps[k - 1].seq) this.fail("7", `${where}: step ${comps[k].i} was compensated before step ${comps[k - 1].i}`);
+      }
+      if (s.state === "compensated" && !resolved) {
+        for (const k of t.keys) {
+          const e = store.kvGet(k);
+          if (e) this.fail("7", `${where} was compensated, but the store of ${t.node} holds ${k} = ${JSON.stringify(e.value)} (its before-image is absent)`);
+        }
+      }
+      if (s.state === "committed") {
+        const want = new Map<string, number>();
+        for (const step of t.steps) for (const [k, v] of Object.entries(step.put ?? {})) want.set(k, v);
+        for (const k of t.keys) {
+          const got = store.kvGet(k)?.value;
+          if (got !== want.get(k)) this.fail("7", `${where} committed, but the store of ${t.node} holds ${k} = ${JSON.stringify(got)}, not ${want.get(k)}`);
+        }
+      }
+    }
+  }
+}
