@@ -27,7 +27,6 @@ export interface RuntimeIo {
 export class Runtime {
   /** Resolves when everything appended so far is durable. */
   private durable: Promise<void> = Promise.resolve();
-  private inputs = 0;
   private stopped = false;
 
   constructor(
@@ -38,7 +37,6 @@ export class Runtime {
 
   input(input: Input): void {
     if (this.stopped) return;
-    this.inputs++;
     this.io.observe?.input(input);
     const effects = this.node.step(input);
     if (effects.length) this.execute(effects);

@@ -127,7 +127,7 @@ test(
             return;
           }
           if (!(e instanceof OutcomeUnknownError) && !(e as { retryable?: boolean }).retryable) break;
-          await Bun.sleep(20 + 10 * attempt);
+          await Bun.sleep(20 + 10 * attempt); // retry backoff of the workload, not a wait for an event
         }
       }
       t.known = "unknown";

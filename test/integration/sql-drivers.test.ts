@@ -6,6 +6,7 @@ import { createDriver } from "../../src/participants/sql/branches.ts";
 import type { SqlDriver } from "../../src/participants/sql/driver.ts";
 import { xaXid } from "../../src/protocol/sql-branch.ts";
 import { mysqlUrl, pgUrl, SqlAdmin, sqlTestGate, uniqueName } from "../fixtures/sql-servers.ts";
+import { waitFor } from "../helpers/sidecar-process.ts";
 
 const gate = await sqlTestGate("SQL driver tests (sql-drivers.test.ts)");
 if (gate.missing) test("PostgreSQL and MariaDB are running for the SQL driver tests (CI=true)", () => expect(gate.missing).toBeUndefined());
@@ -21,12 +22,9 @@ const kinds = [
 
 /** Finish, waiting (bounded) while MariaDB still ties the branch to the connection that just prepared it and closed. */
 async function settle(driver: SqlDriver, gid: string, outcome: "commit" | "rollback"): Promise<string> {
-  for (let i = 0; i < 200; i++) {
-    const r = await driver.finish(gid, outcome);
-    if (r !== "busy") return r;
-    await Bun.sleep(10);
-  }
-  return "busy";
+  let r = "busy";
+  await waitFor(async () => (r = await driver.finish(gid, outcome)) !== "busy", 2_000, `MariaDB to release ${gid}`).catch(() => {});
+  return r;
 }
 
 describe.skipIf(!gate.run)("SQL drivers", () => {
