@@ -46,7 +46,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   const log = createLogger(config.id, config.logLevel);
   if (!!config.tlsCert !== !!config.tlsKey) throw new ConfigError("--tls-cert and --tls-key go together");
   if (!isLoopback(config.host) && !config.secretFile) {
-    throw new Error(`refusing to listen on non-loopback host ${config.host} without --secret-file`);
+    throw new ConfigError(`refusing to listen on non-loopback host ${config.host} without --secret-file: peers could not be authenticated`);
   }
   let federation: Federation;
   try {

@@ -22,13 +22,18 @@ export function rawExchange(socket: string, bytes: Uint8Array, opts: { expect?: 
     };
     const timer = setTimeout(() => finish(false, conn), opts.timeoutMs ?? 2_000);
     let conn: { end(): void } | undefined;
+    let sent = 0;
     Bun.connect({
       unix: socket,
       socket: {
         open: (s) => {
           conn = s;
-          s.write(bytes);
-          if (opts.endAfterSend) s.shutdown?.();
+          sent = Math.max(0, s.write(bytes));
+          if (opts.endAfterSend && sent >= bytes.length) s.shutdown?.();
+        },
+        // A large write is taken in parts: send the rest as the kernel makes room.
+        drain: (s) => {
+          if (sent < bytes.length) sent += Math.max(0, s.write(bytes.subarray(sent)));
         },
         data: (s, chunk) => {
           for (const ev of decoder.push(chunk)) if (ev.kind === "body") replies.push(ev.body);

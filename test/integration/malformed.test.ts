@@ -100,3 +100,19 @@ test("an oversize frame is answered with FRAME_TOO_LARGE and the connection is c
   expect(r.replies[0]).toMatchObject({ id: 0, ok: false, error: { code: "FRAME_TOO_LARGE" } });
   expect(r.closedByServer).toBe(true);
 });
+
+test("a value over valueBytesMax is refused with LIMIT_EXCEEDED and the connection stays usable", async () => {
+  const begun = await rawExchange(sc.socket, encodeFrame({ id: 1, op: "begin", name: "big-value" }));
+  const branch = (begun.replies[0] as { branch: string }).branch;
+  expect(branch).toBeDefined();
+  const big = "x".repeat(1_500_000);
+  const frames = new Uint8Array([
+    ...encodeFrame({ id: 2, op: "put", name: "big-value", branch, key: "k", value: big }),
+    ...encodeFrame({ id: 3, op: "get", key: "acct/2" }),
+  ]);
+  const r = await rawExchange(sc.socket, frames, { expect: 2 });
+  const [tooBig, ok] = r.replies as { id: number; ok: boolean; error?: { code: string; message: string }; value?: unknown }[];
+  expect(tooBig).toMatchObject({ id: 2, ok: false, error: { code: "LIMIT_EXCEEDED" } });
+  expect(tooBig.error!.message).toContain("valueBytesMax");
+  expect(ok).toMatchObject({ id: 3, ok: true, value: 102 });
+});

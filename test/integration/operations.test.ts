@@ -1,7 +1,7 @@
 // Operating a sidecar: /metrics, SIGTERM drain, and a full disk.
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../../client/index.ts";
 import { HttpParticipant } from "../helpers/http-participant.ts";
@@ -218,4 +218,21 @@ describe("disk full", () => {
       spawnSync("umount", ["-l", mnt]);
     }
   }, 60_000);
+});
+
+describe("listening", () => {
+  test("a sidecar asked to listen beyond loopback without a secret refuses to start, with a clear error", async () => {
+    const dir = tempDir("dtx-open-");
+    const run = Bun.spawnSync([process.execPath, "sidecar/cli.ts", "sidecar", "--id", "open", "--host", "0.0.0.0", "--port", "0", "--socket", join(dir, "s.sock"), "--data", join(dir, "data")], {
+      cwd: join(import.meta.dir, "../.."),
+    });
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr.toString()).toContain("refusing to listen on non-loopback host 0.0.0.0 without --secret-file");
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the client socket is created with mode 0600", async () => {
+    const sc = await sidecar("mode");
+    expect(statSync(sc.socket).mode & 0o777).toBe(0o600);
+  });
 });
