@@ -27,11 +27,18 @@ export interface IndexStore {
   putKvVersion(v: number): void;
 }
 
-/** Apply records in order through an IndexStore. Returns the highest kv version written. */
-export function applyRecords(store: IndexStore, records: LogRecord[]): void {
+/** Records that start a fresh summary: folding them needs nothing from before. */
+const startsFresh = new Set(["c.prepared", "p.prepared", "o.begin"]);
+
+/** Apply records in order through an IndexStore, reading each summary at most once. */
+export function applyRecords(store: IndexStore, records: Iterable<LogRecord>): void {
+  const seen = new Map<string, Summary>();
   for (const rec of records) {
     const key = recordKey(rec);
-    store.putSummary(key, foldRecord(store.getSummary(key), rec));
+    const prev = startsFresh.has(rec.r) ? undefined : (seen.get(key) ?? store.getSummary(key));
+    const next = foldRecord(prev, rec);
+    seen.set(key, next);
+    store.putSummary(key, next);
     const kv = recordKvWrites(rec);
     if (kv) {
       for (const [k, value, deleted] of kv.writes) store.putKv(k, deleted ? undefined : { value, version: kv.version });

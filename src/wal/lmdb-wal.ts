@@ -101,9 +101,7 @@ export class LmdbWal implements Wal {
     if (!b || this.committing) return;
     this.batch = undefined;
     const started = performance.now();
-    const apply = () => {
-      for (const records of b.records) applyRecords(this.store, records);
-    };
+    const apply = () => applyRecords(this.store, b.records.flat());
     const finished = () => {
       this.stats.flushes++;
       this.onFlush?.(performance.now() - started, b.appends);
