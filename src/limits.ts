@@ -12,7 +12,8 @@ export const limits = {
 } as const;
 
 export const timing = {
-  tickMs: 20,
+  // Deadlines and resends are checked every tick; 50 ms is finer than any of them needs.
+  tickMs: 50,
   defaultTimeoutMs: 30_000,
   resendMs: 200,
   askCoordinatorMs: 1_000,

@@ -46,8 +46,9 @@ export class LmdbWal implements Wal {
 
   constructor(path: string) {
     this.env = open({ path, compression: false, maxDbs: 8, overlappingSync: false });
-    this.index = this.env.openDB<Summary, string>({ name: "index" });
-    this.kv = this.env.openDB<StoredKv, string>({ name: "kv" });
+    // Plain MessagePack maps (no shared record structures): half the encoding cost on every put.
+    this.index = this.env.openDB<Summary, string>({ name: "index", encoder: { useRecords: false } } as never);
+    this.kv = this.env.openDB<StoredKv, string>({ name: "kv", encoder: { useRecords: false } } as never);
     this.meta = this.env.openDB<number, string>({ name: "meta" });
     this.version = this.meta.get("kvVersion") ?? 0;
   }
