@@ -12,8 +12,7 @@ export const limits = {
 } as const;
 
 export const timing = {
-  // Deadlines and resends are checked every tick; 50 ms is finer than any of them needs.
-  tickMs: 50,
+  tickMs: 20,
   defaultTimeoutMs: 30_000,
   resendMs: 200,
   askCoordinatorMs: 1_000,
