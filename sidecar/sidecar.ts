@@ -79,7 +79,14 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   mkdirSync(dataDir, { recursive: true });
   const wal = new LmdbWal(resolve(dataDir, "wal"));
   const bootId = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, "0");
-  const node = new Node({ id: config.id, bootId, reader: wal, random: Math.random, databases: new Map(databases.map((d) => [d.name, d])) });
+  const node = new Node({
+    id: config.id,
+    bootId,
+    reader: wal,
+    random: Math.random,
+    databases: new Map(databases.map((d) => [d.name, d])),
+    peers: parsePeers(config.peers).map((p) => p.id),
+  });
   const sqlBranches = new SqlBranches({
     sidecar: config.id,
     databases,

@@ -142,6 +142,9 @@ export const peerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("decision"), traceparent, name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
   z.object({ t: z.literal("ack"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   z.object({ t: z.literal("query"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  // A client of another sidecar decides a transaction this sidecar coordinates (DESIGN §4: any client may decide).
+  z.object({ t: z.literal("decide"), traceparent, name: txnName, outcome: z.enum(["commit", "rollback"]), req: z.string().max(128), from: sidecarId }),
+  z.object({ t: z.literal("decided"), traceparent, name: txnName, req: z.string().max(128), from: sidecarId, body: z.record(z.string(), z.unknown()) }),
 ]);
 export type PeerMessage = z.infer<typeof peerMessage>;
 

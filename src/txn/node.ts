@@ -93,11 +93,15 @@ export interface NodeOptions {
   evictAfterMs?: number;
   /** The runtime's seeded PRNG (retry jitter). */
   random?: () => number;
+  /** Configured peer sidecars: asked who coordinates a name this node does not know. */
+  peers?: string[];
   /** SQL databases configured on this sidecar (--db name=url), for tx.sql(name). */
   databases?: ReadonlyMap<string, { kind: SqlKind; url: string }>;
 }
 
 const bkey = (name: string, branch: string) => `${name}/${branch}`;
+/** The ReplyTo connection of a request another sidecar forwarded here. */
+const FORWARDED = -1;
 
 export class Node {
   readonly id: string;
@@ -114,6 +118,12 @@ export class Node {
   private readonly databases: ReadonlyMap<string, { kind: SqlKind; url: string }>;
   readonly orchestrator: Orchestrator;
   private readonly traces = new Map<string, string>();
+  private readonly peers: string[];
+  /** Decisions asked of this node by another sidecar's client, waiting for their answer. */
+  private readonly forwardedIn = new Map<number, { peer: string; req: string; name: string }>();
+  /** Decisions this node's clients asked of other sidecars. */
+  private readonly forwardedOut = new Map<string, { to: ReplyTo; name: string; asked: number; notFound: number; deadline: number }>();
+  private forwardSeq = 0;
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -124,6 +134,7 @@ export class Node {
     // Finished transactions leave memory soon: status and commit answer from the log.
     this.evictAfterMs = opts.evictAfterMs ?? 1_000;
     this.databases = opts.databases ?? new Map();
+    this.peers = opts.peers ?? [];
     const random = opts.random ?? (() => 0.5);
     this.orchestrator = new Orchestrator(
       {
@@ -187,10 +198,18 @@ export class Node {
     return this.traces.get(name);
   }
   private ok(to: ReplyTo, result: Record<string, unknown> = {}) {
-    this.out.push({ k: "reply", to, body: { ok: true, ...result } as ReplyBody });
+    this.reply(to, { ok: true, ...result } as ReplyBody);
   }
   private fail(to: ReplyTo, error: WireError) {
-    this.out.push({ k: "reply", to, body: { ok: false, error } });
+    this.reply(to, { ok: false, error });
+  }
+  private reply(to: ReplyTo, body: ReplyBody) {
+    if (to.conn !== FORWARDED) return void this.out.push({ k: "reply", to, body });
+    // The answer to another sidecar's client goes back over the federation.
+    const f = this.forwardedIn.get(to.id);
+    if (!f) return;
+    this.forwardedIn.delete(to.id);
+    this.send(f.peer, { t: "decided", name: f.name, req: f.req, from: this.id, body });
   }
 
   // ---- client requests -----------------------------------------------------
@@ -440,6 +459,7 @@ export class Node {
     if (!c) {
       const s = this.reader.coordinator(name);
       if (s && (s.state === "committed" || s.state === "rolled_back")) return this.replyDecided(from, name, s.state, s.protocol, outcome, s.reason, s.participant);
+      if (from.conn !== FORWARDED) return this.forwardDecision(name, outcome, from, now);
       return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" coordinated by sidecar ${this.id}`));
     }
     switch (c.state) {
@@ -804,6 +824,13 @@ export class Node {
         return this.onAck(msg, now);
       case "query":
         return this.onQuery(msg);
+      case "decide": {
+        const id = ++this.forwardSeq;
+        this.forwardedIn.set(id, { peer: msg.from, req: msg.req, name: msg.name });
+        return this.decide(msg.name, msg.outcome, { conn: FORWARDED, id }, now);
+      }
+      case "decided":
+        return this.onDecided(msg);
       default: {
         const never: never = msg;
         throw new Error(`unknown peer message ${JSON.stringify(never)}`);
@@ -812,6 +839,11 @@ export class Node {
   }
 
   private onTick(now: number) {
+    for (const [req, f] of this.forwardedOut) {
+      if (now < f.deadline) continue;
+      this.forwardedOut.delete(req);
+      this.fail(f.to, wireError(ErrorCode.OUTCOME_UNKNOWN, `the sidecar coordinating "${f.name}" did not answer in time; the decision may or may not have been made: ask status, or retry`));
+    }
     this.orchestrator.tick(now);
     for (const c of this.coords.values()) {
       switch (c.state) {
@@ -955,6 +987,30 @@ export class Node {
       }
       // "prepared" waits for its client's decision (or preparedTimeoutMs).
     }
+  }
+
+  // ---- deciding a transaction another sidecar coordinates ---------------------
+
+  /** Ask the coordinator: the one a local branch names, else every configured peer. */
+  private forwardDecision(name: string, outcome: Outcome, from: ReplyTo, now: number) {
+    let coordinator: string | undefined;
+    for (const b of this.branches.values()) if (b.name === name && b.coordinator !== this.id) coordinator = b.coordinator;
+    const targets = coordinator ? [coordinator] : this.peers;
+    if (targets.length === 0) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" coordinated by sidecar ${this.id}, and it has no peers to ask`));
+    const req = `${this.id}.${this.bootId}.f${(++this.forwardSeq).toString(36)}`;
+    this.forwardedOut.set(req, { to: from, name, asked: targets.length, notFound: 0, deadline: now + this.ackWaitMs + 2_000 });
+    for (const to of targets) this.send(to, { t: "decide", name, outcome, req, from: this.id });
+  }
+
+  private onDecided(msg: Extract<PeerMessage, { t: "decided" }>) {
+    const f = this.forwardedOut.get(msg.req);
+    if (!f) return; // answered already, or timed out
+    const body = msg.body as ReplyBody;
+    const notFound = !body.ok && (body as { error?: { code?: string } }).error?.code === ErrorCode.NOT_FOUND;
+    if (notFound && ++f.notFound < f.asked) return; // wait for the sidecar that coordinates it
+    this.forwardedOut.delete(msg.req);
+    if (notFound) return this.fail(f.to, wireError(ErrorCode.NOT_FOUND, `no sidecar among ${f.asked} asked coordinates a transaction "${f.name}"`));
+    this.reply(f.to, body);
   }
 
   // ---- helpers ---------------------------------------------------------------

@@ -367,3 +367,29 @@ describe("trace context", () => {
     await T2.cleanup();
   });
 });
+
+describe("deciding from any sidecar", () => {
+  test("a client of another sidecar commits a prepared transaction: its sidecar asks the coordinator", async () => {
+    await a.beginDistributed("fed-anyone-1", async (tx) => {
+      await tx.put("anyone/a", 1);
+      await b.join(tx.context, (t) => t.put("anyone/b", 2));
+    });
+    // B holds a branch of it, so it knows A coordinates.
+    expect(await b.commitDistributed("fed-anyone-1")).toMatchObject({ name: "fed-anyone-1", outcome: "committed", protocol: "2pc" });
+    expect(await a.get("anyone/a")).toBe(1);
+    expect(await b.get("anyone/b")).toBe(2);
+    expect(await b.commitDistributed("fed-anyone-1")).toMatchObject({ outcome: "committed" });
+  });
+
+  test("a sidecar with no branch of the transaction finds its coordinator among its peers", async () => {
+    await a.beginDistributed("fed-anyone-2", (tx) => tx.put("anyone/c", 3));
+    expect(await b.rollbackDistributed("fed-anyone-2")).toMatchObject({ outcome: "rolled_back" });
+    expect((await a.status("fed-anyone-2")).state).toBe("rolled_back");
+    await expect(b.commitDistributed("fed-anyone-2")).rejects.toBeInstanceOf(TransactionAbortedError);
+  });
+
+  test("a name no sidecar coordinates is NOT_FOUND after asking every peer", async () => {
+    const err = await b.commitDistributed("fed-nobody").catch((e) => e);
+    expect(err.code).toBe("NOT_FOUND");
+  });
+});

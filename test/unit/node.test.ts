@@ -161,7 +161,7 @@ describe("Node: participant", () => {
   function joined(b: Sidecar, token: string, name: string, readOnly = false) {
     const enlist = sends(b.client({ op: "join", token }, 7), "enlist");
     expect(enlist).toHaveLength(1);
-    const branch = enlist[0].msg.branch;
+    const branch = (enlist[0].msg as { branch: string }).branch;
     expect(reply(b.peer({ t: "enlisted", name, branch, from: "A" }))).toMatchObject({ ok: true, branch });
     expect(reply(b.client({ op: "get", name, branch, key: "k" }, 7)).ok).toBe(true);
     if (!readOnly) expect(reply(b.client({ op: "put", name, branch, key: "k", value: 2 }, 7)).ok).toBe(true);
@@ -214,7 +214,7 @@ describe("Node: participant", () => {
     expect(later.filter((e) => e.k === "persist")).toEqual([]);
     const queries = sends(later, "query");
     expect(queries.length).toBeGreaterThanOrEqual(40);
-    expect(queries.every((q) => q.to === "A" && q.msg.branch === branch)).toBe(true);
+    expect(queries.every((q) => q.to === "A" && (q.msg as { branch: string }).branch === branch)).toBe(true);
     expect(sends(later).length).toBe(queries.length);
     // Only the coordinator's answer ends it.
     const decided = b.peer({ t: "decision", name: "p3", branch, from: "A", outcome: "rollback" });
