@@ -221,7 +221,8 @@ export class Orchestrator {
         if (now >= o.deadline) this.orchs.delete(o.name); // created, never executed: forget it
         continue;
       }
-      if (isTerminal(o.state) || o.state === "failed") {
+      if (o.state === "failed") continue; // stays in memory (and in the failed gauge) until an operator resolves it
+      if (isTerminal(o.state)) {
         if (now - (o.finishedAt ?? now) >= 10_000 && o.waiters.length === 0) this.orchs.delete(o.name);
         continue;
       }

@@ -132,6 +132,8 @@ describe("Sagas", () => {
     const listed = cli(["list", "--state", "failed", "--json"]);
     expect(listed.exitCode).toBe(0);
     expect(JSON.parse(listed.stdout.toString()).map((x: { name: string }) => x.name)).toContain("saga-stuck");
+    const failedGauge = async () => Number(/^dtx_transactions\{state="failed"\} (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${sc.port}/metrics`)).text())?.[1] ?? 0);
+    expect(await failedGauge()).toBe(1);
     const refused = cli(["resolve", "saga-stuck", "--commit"]);
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr.toString()).toContain("INVALID_STATE");
@@ -140,6 +142,7 @@ describe("Sagas", () => {
     expect((await dtx.status("saga-stuck")).state).toBe("compensated");
     const after = JSON.parse(cli(["list", "--state", "failed", "--json"]).stdout.toString()).map((x: { name: string }) => x.name);
     expect(after).not.toContain("saga-stuck");
+    expect(await failedGauge()).toBe(0);
   });
 });
 
