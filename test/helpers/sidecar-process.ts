@@ -138,6 +138,6 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
       lastErr = e;
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${lastErr}` : ""}`);
-    await Bun.sleep(intervalMs);
+    await Bun.sleep(intervalMs); // the poll interval of this bounded wait
   }
 }
