@@ -2,6 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { connect } from "../../client/index.ts";
+import { beginAndHang } from "../helpers/hanging.ts";
 import { SidecarProcess } from "../helpers/sidecar-process.ts";
 
 const started: SidecarProcess[] = [];
@@ -69,16 +70,7 @@ describe("crash safety", () => {
   test("a transaction not yet prepared when the sidecar dies is rolled back (presumed abort)", async () => {
     const sc = await sidecar("crash-active");
     let dtx = await connect({ socket: sc.socket });
-    let inside!: () => void;
-    const entered = new Promise<void>((r) => (inside = r));
-    void dtx
-      .beginDistributed("unprepared", async (tx) => {
-        await tx.put("unprepared/k", 1);
-        inside();
-        await new Promise(() => {});
-      })
-      .catch(() => {});
-    await entered;
+    await beginAndHang(dtx, "unprepared", "unprepared/k", 1);
     await sc.restart();
     dtx.close();
     dtx = await connect({ socket: sc.socket });

@@ -1,6 +1,7 @@
 // One real sidecar process, real clients over the real Unix socket.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Client, connect, NameInUseError, ProtocolError, TransactionAbortedError, TransactionConflictError } from "../../client/index.ts";
+import { beginAndHang } from "../helpers/hanging.ts";
 import { SidecarProcess, waitFor } from "../helpers/sidecar-process.ts";
 
 let sc: SidecarProcess;
@@ -128,18 +129,8 @@ describe("local distributed transactions", () => {
 
   test("a client that disconnects before prepare has its transaction rolled back", async () => {
     const c = await connect({ socket: sc.socket });
-    let inside!: () => void;
-    const entered = new Promise<void>((r) => (inside = r));
-    const pending = c
-      .beginDistributed("dc-1", async (tx) => {
-        await tx.put("dc/1", 1);
-        inside();
-        await new Promise(() => {});
-      })
-      .catch(() => {});
-    await entered;
+    await beginAndHang(c, "dc-1", "dc/1", 1);
     c.close();
-    void pending;
     await waitFor(async () => (await dtx.status("dc-1")).state === "rolled_back", 5_000, "dc-1 rolled back");
     expect(await dtx.get("dc/1")).toBeUndefined();
   });

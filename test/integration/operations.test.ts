@@ -5,6 +5,7 @@ import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "../../client/index.ts";
 import { HttpParticipant } from "../helpers/http-participant.ts";
+import { beginAndHang } from "../helpers/hanging.ts";
 import { SidecarProcess, tempDir, waitFor } from "../helpers/sidecar-process.ts";
 
 const started: SidecarProcess[] = [];
@@ -90,16 +91,7 @@ describe("SIGTERM", () => {
     await dtx.beginDistributed("parked", (tx) => tx.put("drain/parked", 1));
     await dtx.beginDistributed("done", (tx) => tx.put("drain/done", 1));
     await dtx.commitDistributed("done");
-    let inside!: () => void;
-    const entered = new Promise<void>((r) => (inside = r));
-    const unprepared = dtx
-      .beginDistributed("unprepared", async (tx) => {
-        await tx.put("drain/unprepared", 1);
-        inside();
-        await new Promise(() => {});
-      })
-      .catch((e) => e);
-    await entered;
+    await beginAndHang(dtx, "unprepared", "drain/unprepared", 1);
     const t0 = performance.now();
     sc.proc!.kill("SIGTERM");
     const code = await sc.proc!.exited;
@@ -109,7 +101,6 @@ describe("SIGTERM", () => {
     expect(ms).toBeLessThan(6_000);
     expect(sc.output).toContain('"msg":"draining"');
     expect(sc.output).toContain('"msg":"stopped"');
-    void unprepared;
     dtx.close();
     await sc.start();
     dtx = await connect({ socket: sc.socket });

@@ -35,9 +35,7 @@ describe.skipIf(!gate.run)("SQL drivers", () => {
   });
   afterAll(async () => {
     await admin.cleanup(owner);
-    await admin.pg.unsafe(`DROP TABLE IF EXISTS ${table}`);
-    await admin.my.unsafe(`DROP TABLE IF EXISTS ${table}`);
-    await admin.close();
+    await admin.dropAndClose([table], [table]);
   });
 
   for (const k of kinds) {

@@ -45,15 +45,10 @@ describe.skipIf(!gate.run)("SQL branches across two sidecars", () => {
     await B?.cleanup();
     await admin.cleanup(idA);
     await admin.cleanup(idB);
-    await admin.pg.unsafe(`DROP TABLE IF EXISTS ${orders}`);
-    await admin.my.unsafe(`DROP TABLE IF EXISTS ${stock}`);
-    await admin.close();
+    await admin.dropAndClose([orders], [stock]);
   });
 
-  const rows = async (id: number) => ({
-    pg: (await admin.pg.unsafe(`SELECT 1 FROM ${orders} WHERE id = ${id}`)).length,
-    my: (await admin.my.unsafe(`SELECT 1 FROM ${stock} WHERE id = ${id}`)).length,
-  });
+  const rows = (id: number) => admin.rows(orders, stock, id);
   const noGidsLeft = () =>
     waitFor(async () => {
       const [ga, gb] = await Promise.all([admin.gids(idA), admin.gids(idB)]);

@@ -40,15 +40,10 @@ describe.skipIf(!gate.run)("SQL branches across crashes", () => {
   afterAll(async () => {
     for (const s of sidecars) await s.cleanup();
     for (const id of ids) await admin.cleanup(id);
-    await admin.pg.unsafe(`DROP TABLE IF EXISTS ${orders}`);
-    await admin.my.unsafe(`DROP TABLE IF EXISTS ${stock}`);
-    await admin.close();
+    await admin.dropAndClose([orders], [stock]);
   });
 
-  const rows = async (id: number) => ({
-    pg: (await admin.pg.unsafe(`SELECT 1 FROM ${orders} WHERE id = ${id}`)).length,
-    my: (await admin.my.unsafe(`SELECT 1 FROM ${stock} WHERE id = ${id}`)).length,
-  });
+  const rows = (id: number) => admin.rows(orders, stock, id);
   const held = async (sidecar: string) => {
     const g = await admin.gids(sidecar);
     return g.pg.length + g.my.length;

@@ -30,10 +30,7 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
     dtx?.close();
     await sc?.cleanup();
     await admin.cleanup(sidecarId);
-    await admin.pg.unsafe(`DROP TABLE IF EXISTS ${orders}`);
-    await admin.pg.unsafe(`DROP TABLE IF EXISTS ${parents}`);
-    await admin.my.unsafe(`DROP TABLE IF EXISTS ${stock}`);
-    await admin.close();
+    await admin.dropAndClose([orders, parents], [stock]);
   });
 
   const pgRows = async (id: number) => (await admin.pg.unsafe(`SELECT sku FROM ${orders} WHERE id = ${id}`)).length;
