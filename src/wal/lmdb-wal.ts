@@ -1,27 +1,48 @@
-// The sidecar's durable log over LMDB. One LMDB environment holds three
-// databases: the transaction index (summaries folded from log records), the
-// built-in key-value store, and meta.
+// The sidecar's durable log: an append-only journal in front of LMDB. One
+// LMDB environment holds the transaction index (summaries folded from log
+// records), the built-in key-value store, and meta.
 //
-// Group commit: every append made during one event-loop turn waits, and at
-// the end of the turn all of them are written in ONE synchronous LMDB write
-// transaction, which LMDB makes durable (fsync) before it returns
-// (overlappingSync is off, so a commit's return means on disk, not just
-// visible). Then every waiting append resolves. One fsync per turn however many
-// transactions took part; a synchronous commit also avoids lmdb-js's hand-off
-// to its write thread, which costs more than the fsync itself here.
+// Group commit: every append made during one event-loop turn waits; at the
+// end of the turn the batch is folded into an in-memory overlay (so reads see
+// it at once), written to the journal as one frame and made durable with one
+// fdatasync. Then every waiting append resolves. The same batch is written to
+// LMDB in a transaction on lmdb-js's write thread, with the batch's sequence
+// number in meta; when that commit is durable the overlay entries it covered
+// are dropped and journal files it covered are deleted. A durable step thus
+// costs one small append + fdatasync, where an LMDB commit costs two syncs
+// (data, then meta pages); LMDB's own durability is never relaxed, so a crash
+// of any kind leaves it consistent at some batch, and start-up replays the
+// journal's batches after it.
+import { mkdirSync } from "node:fs";
 import { open, type Database, type RootDatabase } from "lmdb";
 import type { TxnState } from "../protocol/messages.ts";
 import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { Journal, removeJournalFiles } from "./journal.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
 import type { KvEntry, Wal } from "./wal.ts";
 
-/** Batches of at most this many appends commit synchronously (see commitBatch). */
+/** Batches of at most this many appends sync on this thread (lowest latency); larger ones off it (see commitBatch). */
 const syncBatchMax = 4;
+/**
+ * Durable batches reach LMDB at most this often, merged into one write
+ * transaction. LMDB's own fsyncs then stay rare and seldom delay a journal
+ * fdatasync on the same disk, and a summary written several times in the
+ * window is written once.
+ */
+const checkpointMs = 100;
 
 interface StoredKv {
   v: unknown;
   ver: number;
+}
+
+/** What one batch changes in LMDB. A null kv entry is a delete. */
+interface LmdbWrites {
+  seq: number;
+  version: number;
+  index: Map<string, Summary>;
+  kv: Map<string, StoredKv | null>;
 }
 
 export interface LmdbWalStats {
@@ -36,38 +57,86 @@ export class LmdbWal implements Wal {
   private index: Database<Summary, string>;
   private kv: Database<StoredKv, string>;
   private meta: Database<number, string>;
+  private journal: Journal;
   private version: number;
+  private seq: number;
+  /** Applied and journaled, not yet committed to LMDB: reads look here first. null: pruned. */
+  private pendingIndex = new Map<string, Summary | null>();
+  private pendingKv = new Map<string, StoredKv | null>();
   private lastFlush: Promise<void> = Promise.resolve();
-  private committing = false;
+  private lastLmdbWrite: Promise<unknown> = Promise.resolve();
+  /** Durable batches waiting for the next checkpoint, merged. */
+  private unwritten?: LmdbWrites;
+  private checkpointTimer?: ReturnType<typeof setTimeout>;
+  private failure?: unknown;
+  private syncing = false;
   private batch?: { records: LogRecord[][]; appends: number; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   readonly stats: LmdbWalStats = { appends: 0, records: 0, flushes: 0 };
   /** Called with how long each group commit (write + fsync) took and how many appends it covered, for metrics. */
   onFlush?: (ms: number, appends: number) => void;
 
   constructor(path: string) {
+    mkdirSync(path, { recursive: true });
     this.env = open({ path, compression: false, maxDbs: 8, overlappingSync: false });
     // Plain MessagePack maps (no shared record structures): half the encoding cost on every put.
     this.index = this.env.openDB<Summary, string>({ name: "index", encoder: { useRecords: false } } as never);
     this.kv = this.env.openDB<StoredKv, string>({ name: "kv", encoder: { useRecords: false } } as never);
     this.meta = this.env.openDB<number, string>({ name: "meta" });
     this.version = this.meta.get("kvVersion") ?? 0;
+    this.seq = this.replayJournal(path);
+    this.journal = new Journal(path, this.seq + 1);
   }
 
-  private readonly store: IndexStore = {
-    getSummary: (key) => this.index.get(key),
-    putSummary: (key, s) => void this.index.put(key, s),
-    getKv: (key) => {
-      const e = this.kv.get(key);
-      return e ? { value: e.v, version: e.ver } : undefined;
-    },
-    putKv: (key, e) => void (e ? this.kv.put(key, { v: e.value, ver: e.version }) : this.kv.remove(key)),
-    putKvVersion: (v) => {
-      if (v > this.version) this.version = v;
-      void this.meta.put("kvVersion", this.version);
-    },
-  };
+  /** Bring LMDB up to the journal's last durable batch (one synchronous, durable commit); then the old files go. */
+  private replayJournal(path: string): number {
+    const applied = this.meta.get("journalSeq") ?? 0;
+    const { batches, files } = Journal.read(path);
+    const missing = batches.filter((b) => b.seq > applied);
+    if (missing.length) {
+      const direct: IndexStore = {
+        getSummary: (key) => this.index.get(key),
+        putSummary: (key, s) => void this.index.put(key, s),
+        getKv: (key) => this.readKv(key),
+        putKv: (key, e) => void (e ? this.kv.put(key, { v: e.value, ver: e.version }) : this.kv.remove(key)),
+        putKvVersion: (v) => void (v > this.version && (this.version = v)),
+      };
+      this.env.transactionSync(() => {
+        for (const b of missing) applyRecords(direct, b.records);
+        this.meta.put("kvVersion", this.version);
+        this.meta.put("journalSeq", missing[missing.length - 1].seq);
+      });
+    }
+    removeJournalFiles(files);
+    return Math.max(applied, batches.length ? batches[batches.length - 1].seq : 0);
+  }
+
+  private readKv(key: string): KvEntry | undefined {
+    const e = this.pendingKv.has(key) ? this.pendingKv.get(key) : this.kv.get(key);
+    return e ? { value: e.v, version: e.ver } : undefined;
+  }
+
+  /** The fold's view for one batch: reads through the overlay, writes into it and into `w`. */
+  private overlayStore(w: LmdbWrites): IndexStore {
+    return {
+      getSummary: (key) => this.summary(key),
+      putSummary: (key, s) => {
+        this.pendingIndex.set(key, s);
+        w.index.set(key, s);
+      },
+      getKv: (key) => this.readKv(key),
+      putKv: (key, e) => {
+        const stored = e ? { v: e.value, ver: e.version } : null;
+        this.pendingKv.set(key, stored);
+        w.kv.set(key, stored);
+      },
+      putKvVersion: (v) => {
+        if (v > this.version) this.version = v;
+      },
+    };
+  }
 
   append(records: LogRecord[]): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
     this.stats.appends++;
     this.stats.records += records.length;
     if (!this.batch) {
@@ -78,7 +147,7 @@ export class LmdbWal implements Wal {
         reject = rej;
       });
       this.batch = { records: [], appends: 0, done, resolve, reject };
-      if (!this.committing) setImmediate(() => this.commitBatch());
+      if (!this.syncing) setImmediate(() => this.commitBatch());
     }
     this.batch.records.push(records);
     this.batch.appends++;
@@ -91,63 +160,134 @@ export class LmdbWal implements Wal {
   }
 
   /**
-   * Commit what the turn gathered. A small batch commits synchronously: lowest
-   * latency, the fsync blocks this thread briefly. A larger one (there is load)
-   * commits on lmdb-js's write thread so this thread keeps working; while it is
-   * in flight the next batch gathers, and it follows as soon as this one is
-   * durable. One commit at a time keeps the log in order.
+   * Commit what the turn gathered. A small batch syncs on this thread: lowest
+   * latency, the fdatasync blocks briefly. A larger one (there is load) syncs
+   * on a pool thread so this one keeps working; meanwhile the next batch
+   * gathers and follows as soon as this one is durable. One sync at a time
+   * keeps the journal in order.
    */
   private commitBatch(): void {
     const b = this.batch;
-    if (!b || this.committing) return;
+    if (!b || this.syncing) return;
     this.batch = undefined;
     const started = performance.now();
-    const apply = () => applyRecords(this.store, b.records.flat());
+    const records = b.records.flat();
+    const seq = this.seq + 1;
+    try {
+      this.journal.rotateIfFull(seq);
+      this.journal.write(seq, records);
+    } catch (e) {
+      return b.reject(e);
+    }
+    this.seq = seq;
+    const writes: LmdbWrites = { seq, version: 0, index: new Map(), kv: new Map() };
+    applyRecords(this.overlayStore(writes), records);
+    writes.version = this.version;
     const finished = () => {
       this.stats.flushes++;
       this.onFlush?.(performance.now() - started, b.appends);
+      this.queueForLmdb(writes);
       b.resolve();
+    };
+    // A failed fdatasync leaves the batch's durability unknown (and the overlay holding it): no further appends.
+    const failed = (e: unknown) => {
+      this.failure ??= e;
+      b.reject(e);
     };
     if (b.appends <= syncBatchMax) {
       try {
-        this.env.transactionSync(apply);
+        this.journal.sync();
       } catch (e) {
-        return b.reject(e);
+        return failed(e);
       }
       return finished();
     }
-    this.committing = true;
-    this.env
-      .transaction(apply)
-      .then(() => this.env.flushed)
-      .then(finished, (e) => b.reject(e))
+    this.syncing = true;
+    this.journal
+      .syncAsync()
+      .then(finished, failed)
       .finally(() => {
-        this.committing = false;
+        this.syncing = false;
         if (this.batch) this.commitBatch();
       });
   }
 
+  private queueForLmdb(w: LmdbWrites): void {
+    if (!this.unwritten) this.unwritten = w;
+    else {
+      const u = this.unwritten;
+      for (const [k, s] of w.index) u.index.set(k, s);
+      for (const [k, e] of w.kv) u.kv.set(k, e);
+      u.seq = w.seq;
+      u.version = w.version;
+    }
+    this.checkpointTimer ??= setTimeout(() => this.checkpoint(), checkpointMs);
+  }
+
+  /** Hand everything durable so far to LMDB in one transaction. */
+  private checkpoint(): void {
+    clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    const w = this.unwritten;
+    this.unwritten = undefined;
+    if (w) this.writeLmdb(w);
+  }
+
+  /** Write durable batches to LMDB (lmdb-js's write thread), then drop what the overlay no longer needs. */
+  private writeLmdb(w: LmdbWrites): void {
+    this.lastLmdbWrite = this.env
+      .transaction(() => {
+        for (const [k, s] of w.index) this.index.put(k, s);
+        for (const [k, e] of w.kv) e ? this.kv.put(k, e) : this.kv.remove(k);
+        this.meta.put("kvVersion", w.version);
+        this.meta.put("journalSeq", w.seq);
+      })
+      .then(() => {
+        for (const [k, s] of w.index) if (this.pendingIndex.get(k) === s) this.pendingIndex.delete(k);
+        for (const [k, e] of w.kv) if (this.pendingKv.get(k) === e) this.pendingKv.delete(k);
+        return this.env.flushed;
+      })
+      .then(
+        () => this.journal.release(w.seq),
+        (e) => {
+          // The journal still holds the batch and the overlay still answers reads; refuse new work rather than go on half-written.
+          this.failure ??= e;
+        },
+      );
+  }
+
   kvGet(key: string): KvEntry | undefined {
-    return this.store.getKv(key);
+    return this.readKv(key);
   }
   kvVersion(): number {
     return this.version;
   }
+  private summary(key: string): Summary | undefined {
+    const p = this.pendingIndex.get(key);
+    return p !== undefined ? (p ?? undefined) : this.index.get(key);
+  }
   coordinator(name: string) {
-    return this.index.get(coordinatorKey(name)) as CoordinatorSummary | undefined;
+    return this.summary(coordinatorKey(name)) as CoordinatorSummary | undefined;
   }
   branch(name: string, branch: string) {
-    return this.index.get(branchKey(name, branch)) as BranchSummary | undefined;
+    return this.summary(branchKey(name, branch)) as BranchSummary | undefined;
   }
-  private *entries(prefix?: string): Iterable<[string, Summary]> {
+  /** LMDB's entries with the overlay laid over them (overlay-only keys last). */
+  private *entries(prefix = ""): Iterable<[string, Summary]> {
+    const pending = new Map([...this.pendingIndex].filter(([k]) => k.startsWith(prefix)));
     const range = prefix ? this.index.getRange({ start: prefix, end: prefix + "\uffff" }) : this.index.getRange();
-    for (const { key, value } of range) yield [key, value];
+    for (const { key, value } of range) {
+      const p = pending.get(key);
+      pending.delete(key);
+      if (p !== null) yield [key, p ?? value];
+    }
+    for (const [k, p] of pending) if (p) yield [k, p];
   }
   orchestration(name: string) {
-    return this.index.get(orchestrationKey(name)) as OrchestrationSummary | undefined;
+    return this.summary(orchestrationKey(name)) as OrchestrationSummary | undefined;
   }
   barrierEntry(key: string) {
-    return this.index.get(barrierKey(key)) as BarrierSummary | undefined;
+    return this.summary(barrierKey(key)) as BarrierSummary | undefined;
   }
   list(opts: { state?: TxnState; limit?: number }) {
     const limit = opts.limit ?? 1000;
@@ -157,14 +297,27 @@ export class LmdbWal implements Wal {
   unfinished() {
     return filterUnfinished(this.entries());
   }
+  /**
+   * Deletes go through the overlay (as tombstones) and LMDB's write queue, so
+   * they land after every batch before them. Not journaled: a crash before
+   * they commit only means the same entries are pruned again later.
+   */
   prune(before: number): number {
     const doomed: string[] = [];
     for (const [k, s] of this.entries()) if (isPrunable(s, before)) doomed.push(k);
-    if (doomed.length) this.env.transactionSync(() => doomed.forEach((k) => this.index.removeSync(k)));
+    if (!doomed.length) return 0;
+    for (const k of doomed) this.pendingIndex.set(k, null);
+    this.lastLmdbWrite = this.env
+      .transaction(() => doomed.forEach((k) => this.index.remove(k)))
+      .then(() => doomed.forEach((k) => this.pendingIndex.get(k) === null && this.pendingIndex.delete(k)));
     return doomed.length;
   }
   async close(): Promise<void> {
     await this.lastFlush;
+    this.checkpoint();
+    await this.lastLmdbWrite;
+    await this.env.flushed;
+    this.journal.close(!this.failure);
     await this.env.close();
   }
 }

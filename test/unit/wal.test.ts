@@ -1,7 +1,8 @@
 // One suite for the Wal interface, run against every implementation.
 import { afterAll, describe, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Journal } from "../../src/wal/journal.ts";
 import { LmdbWal } from "../../src/wal/lmdb-wal.ts";
 import { MemoryWal } from "../../src/wal/memory-wal.ts";
 import type { LogRecord } from "../../src/wal/records.ts";
@@ -92,4 +93,52 @@ test("memory: crash drops the unflushed tail and nothing flushed", async () => {
   wal.crash();
   expect(wal.coordinator("lost")).toBeUndefined();
   expect(wal.coordinator("kept")?.state).toBe("committed");
+});
+
+describe("LMDB journal", () => {
+  const fresh = () => {
+    const d = tempDir("dtx-journal-");
+    dirs.push(d);
+    mkdirSync(join(d, "wal"), { recursive: true });
+    return join(d, "wal");
+  };
+  const end = (name: string): LogRecord => ({ r: "c.end", name, protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 });
+
+  test("batches the journal made durable but LMDB never got are replayed at start-up, once", async () => {
+    const path = fresh();
+    // The state a crash leaves when the journal's fdatasync returned but LMDB's commit never happened.
+    const journal = new Journal(path, 1);
+    journal.write(1, [end("j1")]);
+    journal.write(2, [prepared("j2")]);
+    journal.sync();
+    journal.close(false);
+    let wal = new LmdbWal(path);
+    expect(wal.coordinator("j1")?.state).toBe("committed");
+    expect(wal.branch("j2", "A.x.1")?.state).toBe("prepared");
+    await wal.append([end("j3")]);
+    await wal.close();
+    wal = new LmdbWal(path);
+    expect(wal.list({}).map((s) => s.name).sort()).toEqual(["j1", "j3"]);
+    await wal.close();
+  });
+
+  test("a torn frame at the journal's tail is ignored and the batches before it kept", async () => {
+    const path = fresh();
+    const journal = new Journal(path, 1);
+    journal.write(1, [end("kept")]);
+    journal.write(2, [end("torn")]);
+    journal.sync();
+    journal.close(false);
+    const file = join(path, "journal-1.log");
+    // Damage the last byte of the second frame, as a write cut off by a crash leaves it.
+    const bytes = readFileSync(file);
+    const second = 8 + bytes.readUInt32BE(0);
+    const lastByte = second + 8 + bytes.readUInt32BE(second) - 1;
+    bytes[lastByte] ^= 0xff;
+    writeFileSync(file, bytes);
+    const wal = new LmdbWal(path);
+    expect(wal.coordinator("kept")?.state).toBe("committed");
+    expect(wal.coordinator("torn")).toBeUndefined();
+    await wal.close();
+  });
 });

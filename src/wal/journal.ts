@@ -1,0 +1,151 @@
+// The append-only journal: the sidecar's durability point. One group commit is
+// one frame appended and one fdatasync, the same work as the floor `dtx bench`
+// measures. LMDB (the index and the store) is written after it off the
+// critical path; the journal only has to cover what LMDB has not yet made
+// durable, so a file is deleted once LMDB's durable state has passed its end.
+//
+// The file is zero-filled ahead of the writes (preallocated, as PostgreSQL
+// does its WAL segments): overwriting blocks that already exist lets
+// fdatasync flush only data, not the file's size and block map as well.
+//
+// Frame: u32 payload length, u32 CRC-32 of the payload, payload =
+// MessagePack [seq, records]. Reading stops at the first frame that is short
+// or fails its CRC: that is the torn tail of a write no one was told was durable.
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { Packr } from "msgpackr";
+import type { LogRecord } from "./records.ts";
+
+const packr = new Packr({ useRecords: false });
+const headerBytes = 8;
+/** Start a new file once the current one holds this much; the old one goes when LMDB has caught up. */
+export const journalFileBytesMax = 8 * 1024 * 1024;
+/** Zero-fill this much ahead of the write position at a time. */
+const preallocBytes = 1024 * 1024;
+const zeros = Buffer.alloc(preallocBytes);
+/** A frame longer than this is corrupt, not a batch (a group commit is far smaller). */
+const frameBytesMax = 256 * 1024 * 1024;
+const filePattern = /^journal-(\d+)\.log$/;
+
+export interface JournalBatch {
+  seq: number;
+  records: LogRecord[];
+}
+
+interface SealedFile {
+  path: string;
+  lastSeq: number;
+}
+
+export class Journal {
+  private fd: number;
+  private path: string;
+  private bytes = 0;
+  private allocated = 0;
+  private sealed: SealedFile[] = [];
+
+  /** Opens a fresh file whose first batch will be `nextSeq`. Call after replaying and removing the old ones. */
+  constructor(
+    private readonly dir: string,
+    nextSeq: number,
+  ) {
+    this.path = join(dir, `journal-${nextSeq}.log`);
+    this.fd = openSync(this.path, "w");
+    syncDir(dir);
+  }
+
+  /** Every valid batch in the directory's journal files, oldest first, and the files. */
+  static read(dir: string): { batches: JournalBatch[]; files: string[] } {
+    const files = readdirSync(dir)
+      .map((f) => filePattern.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .sort((a, b) => Number(a[1]) - Number(b[1]))
+      .map((m) => join(dir, m[0]));
+    const batches: JournalBatch[] = [];
+    for (const file of files) {
+      const buf = readFileSync(file);
+      for (let at = 0; at + headerBytes <= buf.length; ) {
+        const len = buf.readUInt32BE(at);
+        const end = at + headerBytes + len;
+        if (len === 0 || len > frameBytesMax || end > buf.length) break;
+        const payload = buf.subarray(at + headerBytes, end);
+        if (Bun.hash.crc32(payload) !== buf.readUInt32BE(at + 4)) break;
+        const [seq, records] = packr.unpack(payload) as [number, LogRecord[]];
+        batches.push({ seq, records });
+        at = end;
+      }
+    }
+    return { batches, files };
+  }
+
+  /** Write one batch (not yet durable: call sync or syncAsync). */
+  write(seq: number, records: LogRecord[]): void {
+    const payload = packr.pack([seq, records]);
+    const frame = Buffer.allocUnsafe(headerBytes + payload.length);
+    frame.writeUInt32BE(payload.length, 0);
+    frame.writeUInt32BE(Bun.hash.crc32(payload), 4);
+    payload.copy(frame, headerBytes);
+    // The zeros reach the disk with the next sync, so the file never ends in a half-allocated block.
+    while (this.bytes + frame.length > this.allocated) {
+      writeAll(this.fd, zeros, this.allocated);
+      this.allocated += zeros.length;
+    }
+    writeAll(this.fd, frame, this.bytes);
+    this.bytes += frame.length;
+  }
+
+  sync(): void {
+    fdatasyncSync(this.fd);
+  }
+
+  syncAsync(): Promise<void> {
+    return new Promise((resolve, reject) => fdatasync(this.fd, (e) => (e ? reject(e) : resolve())));
+  }
+
+  /**
+   * If the current file is full, seal it and start the next one. Only call
+   * between group commits, when everything written so far is synced.
+   */
+  rotateIfFull(nextSeq: number): void {
+    if (this.bytes < journalFileBytesMax) return;
+    closeSync(this.fd);
+    this.sealed.push({ path: this.path, lastSeq: nextSeq - 1 });
+    this.path = join(this.dir, `journal-${nextSeq}.log`);
+    this.fd = openSync(this.path, "w");
+    this.bytes = 0;
+    this.allocated = 0;
+    syncDir(this.dir);
+  }
+
+  /** LMDB has made every batch up to `seq` durable: sealed files that end there are no longer needed. */
+  release(seq: number): void {
+    while (this.sealed.length && this.sealed[0].lastSeq <= seq) unlinkSync(this.sealed.shift()!.path);
+  }
+
+  /** Close; with `everythingDurable` (LMDB holds all of it) the files are deleted. */
+  close(everythingDurable: boolean): void {
+    closeSync(this.fd);
+    if (!everythingDurable) return;
+    for (const f of this.sealed) unlinkSync(f.path);
+    unlinkSync(this.path);
+    this.sealed = [];
+  }
+}
+
+function writeAll(fd: number, buf: Buffer, position: number): void {
+  for (let at = 0; at < buf.length; ) at += writeSync(fd, buf, at, buf.length - at, position + at);
+}
+
+/** A new file's directory entry must be durable before the file's contents can count. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function removeJournalFiles(files: string[]): void {
+  for (const f of files) unlinkSync(f);
+}
