@@ -2,11 +2,26 @@
 // histograms keyed by label sets, rendered on /metrics.
 type Labels = Record<string, string>;
 
-const key = (labels: Labels) =>
+const render = (labels: Labels) =>
   Object.keys(labels)
     .sort()
     .map((k) => `${k}="${String(labels[k]).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
     .join(",");
+
+// Label sets repeat (a handful of ops, outcomes, phases): render each once, not on every request.
+const rendered = new Map<string, string>();
+const renderedMax = 10_000;
+const key = (labels: Labels): string => {
+  let raw = "";
+  for (const k in labels) raw += `${k}\u0000${labels[k]}\u0001`;
+  if (raw === "") return "";
+  let k = rendered.get(raw);
+  if (k === undefined) {
+    k = render(labels);
+    if (rendered.size < renderedMax) rendered.set(raw, k);
+  }
+  return k;
+};
 
 class Series<T> {
   readonly values = new Map<string, T>();

@@ -15,8 +15,12 @@ export function decodeBody(bytes: Uint8Array): unknown {
 
 export function encodeFrame(body: unknown): Uint8Array {
   const payload = packr.pack(body);
-  const frame = new Uint8Array(4 + payload.length);
-  new DataView(frame.buffer).setUint32(0, payload.length, false);
+  const n = payload.length;
+  const frame = new Uint8Array(4 + n);
+  frame[0] = n >>> 24;
+  frame[1] = (n >>> 16) & 0xff;
+  frame[2] = (n >>> 8) & 0xff;
+  frame[3] = n & 0xff;
   frame.set(payload, 4);
   return frame;
 }
@@ -39,7 +43,8 @@ export class FrameDecoder {
     const events: FrameEvent[] = [];
     let off = 0;
     while (this.buf.length - off >= 4) {
-      const len = new DataView(this.buf.buffer, this.buf.byteOffset + off, 4).getUint32(0, false);
+      const b = this.buf;
+      const len = ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
       if (len > this.frameBytesMax) {
         this.broken = true;
         events.push({ kind: "too_large", length: len });

@@ -46,23 +46,34 @@ export class Runtime {
     const records = [];
     const rest: Effect[] = [];
     const local: PeerMessage[] = [];
+    const unlogged: Effect[] = [];
     for (const e of effects) {
       if (e.k === "persist") records.push(e.rec);
       else if (e.k === "send" && e.to === this.node.id) local.push(e.msg);
+      else if (e.k === "reply" && e.unlogged) unlogged.push(e);
       else rest.push(e);
     }
+    if (unlogged.length) this.release(this.durable, unlogged);
     if (records.length) {
       this.durable = this.wal.append(records);
       this.io.observe?.records(records);
     }
+    // This step's effects wait for what this step and every earlier one logged,
+    // not for what the messages it sends itself will log: the coordinator's
+    // prepare reaches remote participants while its own branch's prepare is
+    // still being made durable.
+    const logged = this.durable;
     // A message to this node never leaves the process, so it needs no durability
     // first: handled now, its records join the same group commit, and whatever it
     // sends or replies still waits for everything logged before it.
     for (const msg of local) this.input({ k: "peer", msg, now: Date.now() });
-    if (!rest.length) return;
-    this.durable.then(
+    if (rest.length) this.release(logged, rest);
+  }
+
+  private release(durable: Promise<void>, effects: Effect[]): void {
+    durable.then(
       () => {
-        for (const e of rest) this.carryOut(e);
+        for (const e of effects) this.carryOut(e);
       },
       (err) => this.io.onWalFailure(err),
     );

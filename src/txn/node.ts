@@ -107,6 +107,13 @@ export class Node {
   readonly id: string;
   readonly coords = new Map<string, Coord>();
   readonly branches = new Map<string, Branch>();
+  // The tick looks only at unfinished work; finished entries wait in `retired`
+  // (oldest first) until evictAfterMs, so a tick costs what is in flight, not
+  // what finished in the last second.
+  private readonly liveCoords = new Set<Coord>();
+  private readonly liveBranches = new Set<Branch>();
+  private readonly retired: { at: number; coord?: Coord; branch?: Branch }[] = [];
+  private retiredHead = 0;
   readonly locks = new LockTable();
   private readonly reader: WalReader;
   private readonly bootId: string;
@@ -197,14 +204,14 @@ export class Node {
   traceOf(name: string): string | undefined {
     return this.traces.get(name);
   }
-  private ok(to: ReplyTo, result: Record<string, unknown> = {}) {
-    this.reply(to, { ok: true, ...result } as ReplyBody);
+  private ok(to: ReplyTo, result: Record<string, unknown> = {}, unlogged?: true) {
+    this.reply(to, { ok: true, ...result } as ReplyBody, unlogged);
   }
-  private fail(to: ReplyTo, error: WireError) {
-    this.reply(to, { ok: false, error });
+  private fail(to: ReplyTo, error: WireError, unlogged?: true) {
+    this.reply(to, { ok: false, error }, unlogged);
   }
-  private reply(to: ReplyTo, body: ReplyBody) {
-    if (to.conn !== FORWARDED) return void this.out.push({ k: "reply", to, body });
+  private reply(to: ReplyTo, body: ReplyBody, unlogged?: true) {
+    if (to.conn !== FORWARDED) return void this.out.push(unlogged ? { k: "reply", to, body, unlogged } : { k: "reply", to, body });
     // The answer to another sidecar's client goes back over the federation.
     const f = this.forwardedIn.get(to.id);
     if (!f) return;
@@ -304,8 +311,8 @@ export class Node {
       lastResend: now,
       pendingReported: false,
     };
-    this.coords.set(req.name, c);
-    this.branches.set(bkey(req.name, branchId), this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
+    this.addCoord(c);
+    this.addBranch(this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
     if (req.traceparent) this.traces.set(req.name, req.traceparent);
     const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent, incarnation: branchId });
     this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol });
@@ -317,7 +324,7 @@ export class Node {
     const branchId = this.newBranchId();
     const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
     b.joinWaiter = from;
-    this.branches.set(bkey(t.name, branchId), b);
+    this.addBranch(b);
     b.incarnation = t.incarnation;
     if (t.traceparent) this.traces.set(t.name, t.traceparent);
     this.send(t.coordinator, { t: "enlist", name: t.name, branch: branchId, from: this.id, traceparent: t.traceparent, incarnation: t.incarnation });
@@ -488,13 +495,14 @@ export class Node {
     }
   }
 
-  private replyDecided(to: ReplyTo, name: string, state: TxnState, protocol: Protocol, asked: Outcome, reason?: string, participant?: string, pending: string[] = []) {
+  /** `unlogged`: the answer depends only on what earlier steps logged (the decision), not on this step's records. */
+  private replyDecided(to: ReplyTo, name: string, state: TxnState, protocol: Protocol, asked: Outcome, reason?: string, participant?: string, pending: string[] = [], unlogged?: true) {
     if (state === "committed") {
-      if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending });
-      return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`));
+      if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending }, unlogged);
+      return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`), unlogged);
     }
-    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol });
-    return this.fail(to, abortedError(name, reason, participant));
+    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol }, unlogged);
+    return this.fail(to, abortedError(name, reason, participant), unlogged);
   }
 
   private status(name: string, from: ReplyTo) {
@@ -578,7 +586,9 @@ export class Node {
     c.state = c.outcome === "commit" ? "committed" : "rolled_back";
     c.finishedAt = now;
     this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant });
-    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant);
+    // The outcome was durable before any branch heard it and every branch has acked: the answer need not wait for c.end,
+    // which only lets the log forget the transaction (lost in a crash, recovery re-announces and the branches ack again).
+    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], true);
     c.decideWaiters = [];
   }
 
@@ -845,7 +855,8 @@ export class Node {
       this.fail(f.to, wireError(ErrorCode.OUTCOME_UNKNOWN, `the sidecar coordinating "${f.name}" did not answer in time; the decision may or may not have been made: ask status, or retry`));
     }
     this.orchestrator.tick(now);
-    for (const c of this.coords.values()) {
+    this.evictRetired(now);
+    for (const c of this.liveCoords) {
       switch (c.state) {
         case "active":
         case "preparing":
@@ -876,14 +887,12 @@ export class Node {
           break;
         case "committed":
         case "rolled_back":
-          if (now - (c.finishedAt ?? now) >= this.evictAfterMs) {
-            this.coords.delete(c.name);
-            this.traces.delete(c.name);
-          }
+          this.liveCoords.delete(c);
+          this.retired.push({ at: c.finishedAt ?? now, coord: c });
           break;
       }
     }
-    for (const [k, b] of this.branches) {
+    for (const b of this.liveBranches) {
       switch (b.state) {
         case "joining":
           if (now >= b.deadline) this.abortBranch(b, now);
@@ -909,12 +918,46 @@ export class Node {
           break;
         case "committed":
         case "rolled_back":
-          if (b.applied && now - (b.finishedAt ?? now) >= this.evictAfterMs) {
-            this.branches.delete(k);
-            if (!this.coords.has(b.name)) this.traces.delete(b.name);
+          // Kept live until its writes are applied and its locks released.
+          if (b.applied) {
+            this.liveBranches.delete(b);
+            this.retired.push({ at: b.finishedAt ?? now, branch: b });
           }
           break;
       }
+    }
+  }
+
+  private addCoord(c: Coord) {
+    this.coords.set(c.name, c);
+    this.liveCoords.add(c);
+  }
+
+  private addBranch(b: Branch) {
+    this.branches.set(bkey(b.name, b.id), b);
+    this.liveBranches.add(b);
+  }
+
+  /** Forget finished transactions and branches evictAfterMs after they finished (unless replaced meanwhile). */
+  private evictRetired(now: number) {
+    while (this.retiredHead < this.retired.length) {
+      const r = this.retired[this.retiredHead];
+      if (now - r.at < this.evictAfterMs) break;
+      this.retiredHead++;
+      if (r.coord && this.coords.get(r.coord.name) === r.coord) {
+        this.coords.delete(r.coord.name);
+        this.traces.delete(r.coord.name);
+      } else if (r.branch) {
+        const k = bkey(r.branch.name, r.branch.id);
+        if (this.branches.get(k) === r.branch) {
+          this.branches.delete(k);
+          if (!this.coords.has(r.branch.name)) this.traces.delete(r.branch.name);
+        }
+      }
+    }
+    if (this.retiredHead > 1024 && this.retiredHead * 2 > this.retired.length) {
+      this.retired.splice(0, this.retiredHead);
+      this.retiredHead = 0;
     }
   }
 
@@ -950,7 +993,7 @@ export class Node {
       b.lastContact = -Infinity; // ask at the first tick
       const clash = this.locks.tryLockAll(bkey(b.name, b.id), b.locked);
       if (clash !== undefined) throw new Error(`recovery: key ${clash} locked by two prepared branches`);
-      this.branches.set(bkey(s.name, s.branch), b);
+      this.addBranch(b);
     }
     for (const s of coordinators) {
       const c: Coord = {
@@ -972,7 +1015,7 @@ export class Node {
         lastResend: now,
         pendingReported: true,
       };
-      this.coords.set(s.name, c);
+      this.addCoord(c);
       if (s.traceparent) this.traces.set(s.name, s.traceparent);
       if (s.state === "committing") {
         c.outcome = "commit";

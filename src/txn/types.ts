@@ -29,7 +29,8 @@ export type ReplyBody = { ok: true; [k: string]: unknown } | { ok: false; error:
 export type Effect =
   | { k: "persist"; rec: LogRecord }
   | { k: "send"; to: string; msg: PeerMessage }
-  | { k: "reply"; to: ReplyTo; body: ReplyBody }
+  /** `unlogged`: waits only for what earlier steps logged, not for this step's records (see Node.maybeFinish). */
+  | { k: "reply"; to: ReplyTo; body: ReplyBody; unlogged?: true }
   /** Feed this input back into the node once everything persisted so far is durable. */
   | { k: "after"; input: Input }
   /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK). */
@@ -56,7 +57,8 @@ export interface ParticipantCall {
 /**
  * The runtime's one rule: all persists of a step are made durable (together
  * with everything persisted earlier) before any send, reply or after of that
- * step is carried out.
+ * step is carried out. The one exception is a reply marked `unlogged`, which
+ * waits only for what earlier steps persisted.
  */
 export interface StepResult {
   effects: Effect[];

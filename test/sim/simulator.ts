@@ -301,10 +301,17 @@ export class Sim {
     const records: LogRecord[] = [];
     const local: PeerMessage[] = [];
     const rest: Effect[] = [];
+    const unlogged: Effect[] = [];
     for (const e of effects) {
       if (e.k === "persist") records.push(e.rec);
       else if (e.k === "send" && e.to === sn.id) local.push(e.msg);
+      else if (e.k === "reply" && e.unlogged) unlogged.push(e);
       else rest.push(e);
+    }
+    // As in the runtime: an unlogged reply waits only for what earlier steps appended.
+    if (unlogged.length) {
+      sn.outbox.push({ dep: this.opts.brokenRule === "send-before-persist" ? 0 : sn.wal.appended, effects: unlogged });
+      if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
     }
     if (records.length) {
       sn.wal.appendSync(records);
@@ -314,13 +321,14 @@ export class Sim {
     if (input.k === "client" && input.req.op === "get" && input.req.name === undefined) {
       this.readVersions.set(`${input.from.conn}:${input.from.id}`, sn.wal.kvVersion());
     }
+    // The one rule: released only once everything this step and earlier ones appended is durable
+    // (not what the messages it sends itself append). The broken variant skips the wait.
+    const broken = this.opts.brokenRule === "send-before-persist" || (this.opts.brokenRule === "unpersisted-step-skips-wait" && !records.length);
+    const dep = broken ? 0 : sn.wal.appended;
     // As in the runtime, a message to this node never leaves the process: it is handled now, its records
-    // follow these in the same log, and what it sends or replies waits like everything else.
+    // follow these in the same log, and what it sends or replies waits for its own records.
     for (const msg of local) this.step(sn, { k: "peer", msg, now: this.now });
     if (rest.length) {
-      // The one rule: released only once everything appended so far is durable. The broken variant skips the wait.
-      const broken = this.opts.brokenRule === "send-before-persist" || (this.opts.brokenRule === "unpersisted-step-skips-wait" && !records.length);
-      const dep = broken ? 0 : sn.wal.appended;
       if (this.opts.brokenRule === "call-before-persist" && rest.some((e) => e.k === "call")) {
         sn.outbox.push({ dep: 0, effects: rest.filter((e) => e.k === "call") });
         sn.outbox.push({ dep, effects: rest.filter((e) => e.k !== "call") });
