@@ -2,7 +2,7 @@
 // No transaction logic lives here; every decision is the sidecar's.
 import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
-import { encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
+import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import type { WireError } from "../src/protocol/errors.ts";
 import type { z } from "zod";
 import type { participantSpec } from "../src/protocol/orchestration.ts";
@@ -134,6 +134,9 @@ interface Conn {
   slotWaiters: (() => void)[]; // requests waiting for requestsInFlightPerConnMax to allow them
   lost?: DtxClientError;
 }
+
+/** Codes of a request the sidecar refused before its engine saw it: the transaction is still active there. */
+const refusedAtTheDoor = new Set(["LIMIT_EXCEEDED", "BAD_REQUEST"]);
 
 export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   const path = opts.socket ?? process.env.DTX_SOCKET ?? "./.dtx/sidecar.sock";
@@ -338,28 +341,47 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
 
   // A branch lives on the connection that opened it (the sidecar rolls it back if that connection
   // drops), so its operations never move to a reconnected socket.
+  // Writes are buffered here and travel with the branch's prepare (or end): one
+  // round trip for the whole write set. tx.get sees the buffer first, as the
+  // sidecar would. A write the sidecar refuses fails the transaction there.
   function openTx(c: Conn, name: string, branch: string, context: string) {
     let running = true;
-    const op = <Op extends ClientOp>(o: Op, args: Args<Op>) =>
-      running
-        ? request(c, o, args)
-        : Promise.reject(new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`));
+    const writes = new Map<string, [unknown, boolean]>();
+    const closed = (o: string) => new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`);
+    const op = <Op extends ClientOp>(o: Op, args: Args<Op>) => (running ? request(c, o, args) : Promise.reject(closed(o)));
+    const buffer = (o: string, key: string, value: unknown, deleted: boolean) => {
+      if (!running) throw closed(o);
+      if (typeof key !== "string" || key.length === 0) throw new ProtocolError("BAD_REQUEST", `${o}: key must be a non-empty string`);
+      writes.delete(key); // keep the order of last writes
+      writes.set(key, [value, deleted]);
+    };
     const tx: Tx = {
       name,
       branch,
       context,
       async put(key, value) {
         if (value === undefined) throw new ProtocolError("BAD_REQUEST", `put ${key}: value is undefined; use tx.delete to remove a key`);
-        await op("put", { name, branch, key, value });
+        buffer("put", key, value, false);
       },
       async get<T>(key: string) {
+        const mine = running ? writes.get(key) : undefined;
+        if (mine) return mine[1] ? undefined : (mine[0] as T);
         const r = await op("get", { name, branch, key });
         return r.found ? (r.value as T) : undefined;
       },
       async delete(key) {
-        await op("delete", { name, branch, key });
+        buffer("delete", key, null, true);
       },
       sql: (db) => sqls.handle(db),
+    };
+    /** The buffered writes, to send with prepare/end; a set too big for one frame goes ahead as single writes. */
+    const takeWrites = async (): Promise<[string, unknown, boolean][] | undefined> => {
+      if (writes.size === 0) return undefined;
+      const all = [...writes].map(([k, [v, d]]): [string, unknown, boolean] => [k, v, d]);
+      writes.clear();
+      if (encodedSizeAtMost(all, limits.frameBytesMax / 2)) return all;
+      await Promise.all(all.map(([key, value, deleted]) => (deleted ? request(c, "delete", { name, branch, key }) : request(c, "put", { name, branch, key, value }))));
+      return undefined;
     };
     const sqls = new TxSql(
       name,
@@ -368,7 +390,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       () => running,
       sqlPools,
     );
-    return { tx, sqls, finish: () => void (running = false) };
+    return { tx, sqls, finish: () => void (running = false), takeWrites };
   }
 
   await ready();
@@ -415,18 +437,26 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     async beginDistributed(name, fn, opts = {}) {
       const c = await ready();
       const begun = await request(c, "begin", { ...opts, name });
-      const { tx, sqls, finish } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
+      let writes: [string, unknown, boolean][] | undefined;
       try {
         await fn(tx);
         finish();
         await sqls.prepareAll(); // a database that refuses to prepare rolls everything back, rejecting with its SqlError
+        writes = await takeWrites();
       } catch (err) {
         finish();
         await sqls.rollbackAll();
         await request(c, "rollback", { name, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
-      return (await request(c, "prepare", { name })) as PrepareResult;
+      try {
+        return (await request(c, "prepare", writes ? { name, writes } : { name })) as PrepareResult;
+      } catch (err) {
+        // Refused before the engine saw it (e.g. a value over valueBytesMax): do not leave it active until its timeout.
+        if (err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "rollback", { name, reason: err.message }).catch(() => {});
+        throw err;
+      }
     },
 
     async join<T>(token: string, fn: (tx: Tx) => T | Promise<T>): Promise<T> {
@@ -434,19 +464,26 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const joined = await request(c, "join", { token });
       const name = text(joined, "name");
       const branch = text(joined, "branch");
-      const { tx, sqls, finish } = openTx(c, name, branch, token);
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, token);
       let result: Awaited<T>;
+      let writes: [string, unknown, boolean][] | undefined;
       try {
         result = await fn(tx);
         finish();
         await sqls.prepareAll();
+        writes = await takeWrites();
       } catch (err) {
         finish();
         await sqls.rollbackAll();
         await request(c, "end", { name, branch, ok: false, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
-      await request(c, "end", { name, branch, ok: true });
+      try {
+        await request(c, "end", writes ? { name, branch, ok: true, writes } : { name, branch, ok: true });
+      } catch (err) {
+        if (err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "end", { name, branch, ok: false, reason: err.message }).catch(() => {});
+        throw err;
+      }
       return result;
     },
 
@@ -501,4 +538,15 @@ function text(reply: Reply, field: string): string {
 
 function reasonOf(err: unknown): string {
   return String(err instanceof Error ? err.message : err).slice(0, reasonLengthMax);
+}
+
+/** Whether a write set encodes within `max` bytes (stops counting once over). */
+function encodedSizeAtMost(writes: [string, unknown, boolean][], max: number): boolean {
+  let total = 0;
+  for (const [k, v] of writes) {
+    const size = typeof v === "string" ? v.length * 3 : v instanceof Uint8Array ? v.length : v === null || typeof v !== "object" ? 9 : encodeBody(v).length;
+    total += k.length * 3 + size + 8;
+    if (total > max) return false;
+  }
+  return true;
 }

@@ -127,7 +127,7 @@ export class ClientServer {
       return this.write(s, { id, ok: true, service: req.service });
     }
     if (refusal) return this.write(s, { id, ok: false, error: refusal });
-    if (req.op === "put" && bytes > limits.valueBytesMax && encodeBody(req.value).length > limits.valueBytesMax) {
+    if (bytes > limits.valueBytesMax && valueOverLimit(req)) {
       return this.write(s, { id, ok: false, error: wireError(ErrorCode.LIMIT_EXCEEDED, `value is over valueBytesMax (${limits.valueBytesMax} bytes)`) });
     }
     try {
@@ -180,4 +180,12 @@ export class ClientServer {
     }
     if (!d.backlog && d.closing) s.end();
   }
+}
+
+/** Only asked of a frame bigger than valueBytesMax: does one of its values exceed it? */
+function valueOverLimit(req: ClientRequest): boolean {
+  const over = (v: unknown) => encodeBody(v).length > limits.valueBytesMax;
+  if (req.op === "put") return over(req.value);
+  if (req.op === "prepare" || req.op === "end") return (req.writes ?? []).some(([, v]) => over(v));
+  return false;
 }

@@ -36,6 +36,9 @@ export const txnState = z.enum([
 ]);
 export type TxnState = z.infer<typeof txnState>;
 
+/** Writes the client buffered during a callback, sent with prepare/end: [key, value, deleted]. */
+const branchWrites = z.array(z.tuple([key, z.unknown(), z.boolean()])).max(limits.opsPerBranchMax);
+
 export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
   z.object({
@@ -53,7 +56,7 @@ export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
   z.object({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
   z.object({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
-  z.object({ id: reqId, op: z.literal("prepare"), name: txnName }),
+  z.object({ id: reqId, op: z.literal("prepare"), name: txnName, writes: branchWrites.optional() }),
   z.object({
     id: reqId,
     op: z.literal("end"),
@@ -61,6 +64,7 @@ export const clientRequest = z.discriminatedUnion("op", [
     branch: branchId,
     ok: z.boolean(),
     reason: z.string().max(1000).optional(),
+    writes: branchWrites.optional(),
   }),
   z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
   z.object({ id: reqId, op: z.literal("rollback"), name: txnName, reason: z.string().max(1000).optional() }),

@@ -233,7 +233,7 @@ export class Node {
       case "delete":
         return this.write(req, from);
       case "prepare":
-        return this.prepare(req.name, from, now);
+        return this.prepare(req.name, from, now, req.writes);
       case "end":
         return this.end(req, from, now);
       case "commit":
@@ -347,11 +347,19 @@ export class Node {
   private write(req: Extract<ClientInput, { op: "put" | "delete" }>, from: ReplyTo) {
     const b = this.activeBranch(req.name, req.branch, from);
     if (!b) return;
-    if (++b.ops > limits.opsPerBranchMax) {
-      return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than opsPerBranchMax (${limits.opsPerBranchMax}) operations in one branch`));
-    }
-    b.writes.set(req.key, req.op === "put" ? { value: req.value, deleted: false } : { value: null, deleted: true });
+    const refused = this.applyWrites(b, [[req.key, req.op === "put" ? req.value : null, req.op === "delete"]]);
+    if (refused) return this.fail(from, refused);
     this.ok(from);
+  }
+
+  /** Writes into an active branch (one put/delete, or what the client buffered and sent with prepare/end). */
+  private applyWrites(b: Branch, writes: [string, unknown, boolean][]): WireError | undefined {
+    b.ops += writes.length;
+    if (b.ops > limits.opsPerBranchMax) {
+      return wireError(ErrorCode.LIMIT_EXCEEDED, `more than opsPerBranchMax (${limits.opsPerBranchMax}) operations in one branch`);
+    }
+    for (const [key, value, deleted] of writes) b.writes.set(key, deleted ? { value: null, deleted: true } : { value, deleted: false });
+    return undefined;
   }
 
   /** The branch a client names for a read or write, if it may still be used. */
@@ -372,19 +380,28 @@ export class Node {
   }
 
   /** The coordinator's client finished its callback: prepare every branch. */
-  private prepare(name: string, from: ReplyTo, now: number) {
+  private prepare(name: string, from: ReplyTo, now: number, writes?: [string, unknown, boolean][]) {
     const c = this.coords.get(name);
     if (!c) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}" coordinated by sidecar ${this.id}`));
     switch (c.state) {
       case "active":
         break;
       case "prepared":
+        if (writes?.length) return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is already prepared; it takes no more writes`));
         return this.ok(from, { name, state: "prepared", protocol: c.protocol });
       case "rolling_back":
       case "rolled_back":
         return this.fail(from, c.conflict ? conflictError(name, c.reason, c.participant) : abortedError(name, c.reason, c.participant));
       default:
         return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${c.state}`));
+    }
+    if (writes?.length) {
+      const own = c.ownBranch === undefined ? undefined : this.branches.get(bkey(name, c.ownBranch));
+      const refused = own?.state === "active" ? this.applyWrites(own, writes) : wireError(ErrorCode.INVALID_STATE, `the branch of "${name}" is ${own?.state ?? "gone"}`);
+      if (refused) {
+        this.abort(c, refused.message, undefined, false, now);
+        return this.fail(from, refused);
+      }
     }
     c.state = "preparing";
     c.prepareWaiter = from;
@@ -451,10 +468,11 @@ export class Node {
       if (b.state === "rolled_back") return this.fail(from, abortedError(req.name, "the transaction was rolled back"));
       return this.fail(from, wireError(ErrorCode.INVALID_STATE, `branch ${b.id} of "${req.name}" is ${b.state}`));
     }
-    if (!req.ok) {
+    const refused = req.ok && req.writes?.length ? this.applyWrites(b, req.writes) : undefined;
+    if (!req.ok || refused) {
       this.abortBranch(b, now);
-      this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: req.reason ?? "the joined callback failed" });
-      return this.ok(from);
+      this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: refused?.message ?? req.reason ?? "the joined callback failed" });
+      return refused ? this.fail(from, refused) : this.ok(from);
     }
     b.state = "done";
     this.ok(from);

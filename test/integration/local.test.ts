@@ -49,6 +49,28 @@ describe("local distributed transactions", () => {
     expect(await dtx.get("ryw/b")).toBe("b");
   });
 
+  test("a buffered write the sidecar refuses fails the transaction with its code and leaves nothing active", async () => {
+    const err = await dtx
+      .beginDistributed("too-big-1", async (tx) => {
+        await tx.put("small", 1);
+        await tx.put("big", "x".repeat(2 * 1024 * 1024)); // over valueBytesMax: refused when the writes travel with prepare
+      })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("LIMIT_EXCEEDED");
+    expect((await dtx.status("too-big-1")).state).toBe("rolled_back");
+    expect(await dtx.get("small")).toBeUndefined();
+  });
+
+  test("a write set too big for one frame goes ahead as single writes and commits whole", async () => {
+    const value = "v".repeat(900 * 1024);
+    await dtx.beginDistributed("many-big-1", async (tx) => {
+      for (let i = 0; i < 12; i++) await tx.put(`big/${i}`, `${i}:${value}`);
+    });
+    await dtx.commitDistributed("many-big-1");
+    for (let i = 0; i < 12; i++) expect(((await dtx.get(`big/${i}`)) as string).startsWith(`${i}:`)).toBe(true);
+  });
+
   test("a callback that throws rolls back and rejects with the callback's error", async () => {
     const boom = new Error("payment declined");
     await expect(

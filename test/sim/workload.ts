@@ -15,7 +15,9 @@ export interface TxnRecord {
   name: string;
   coordinator: string;
   /** Branches the client was told exist: begin's, and each acknowledged join. */
-  branches: Map<string, { node: string; joined: boolean; wrote: boolean }>;
+  branches: Map<string, { node: string; joined: boolean; wrote: boolean; writes?: [string, unknown, boolean][] }>;
+  /** Writes are buffered and sent with prepare/end, as the client library does, instead of one put each. */
+  buffered: boolean;
   /** Acknowledged balance changes, keyed "node key": applied to the store iff the transaction commits. */
   deltas: Map<string, number>;
   prepareAck: boolean;
@@ -82,6 +84,7 @@ export class Bank {
       commitSent: false,
       done: false,
       abandoned: false,
+      buffered: rng.chance(0.5),
     };
     this.txns.push(t);
     this.byName.set(t.name, t);
@@ -168,13 +171,20 @@ export class Bank {
       if (readOnly) return done("ok");
       const balance = a.found ? (a.value as number) : 0;
       const next = balance + delta;
+      const k = `${node} ${key}`;
+      if (t.buffered) {
+        const b = t.branches.get(branch)!;
+        (b.writes ??= []).push([key, next === 0 ? null : next, next === 0]);
+        b.wrote = true;
+        t.deltas.set(k, (t.deltas.get(k) ?? 0) + delta);
+        return done("ok");
+      }
       const write = next === 0 ? ({ op: "delete", name: t.name, branch, key } as const) : ({ op: "put", name: t.name, branch, key, value: next } as const);
       this.call(t, conn, write, (w) => {
         if (t.abandoned) return;
         if (isLost(w)) return done("lost");
         if (!isOk(w)) return this.refused(t, write.op, w, () => done("failed"));
         t.branches.get(branch)!.wrote = true;
-        const k = `${node} ${key}`;
         t.deltas.set(k, (t.deltas.get(k) ?? 0) + delta);
         done("ok");
       });
@@ -203,7 +213,8 @@ export class Bank {
       this.transfer(t, conn, branch, node, amount, readOnly, (r) => {
         if (r === "lost") return done(false);
         const fine = r === "ok" && !this.fault(0.05);
-        this.call(t, conn, { op: "end", name: t.name, branch, ok: fine, reason: fine ? undefined : "the joined service failed" }, (e) => {
+        const writes = fine ? t.branches.get(branch)?.writes : undefined;
+        this.call(t, conn, { op: "end", name: t.name, branch, ok: fine, reason: fine ? undefined : "the joined service failed", writes }, (e) => {
           if (t.abandoned) return;
           if (isLost(e)) return done(false);
           if (!isOk(e)) return this.refused(t, "end", e, () => done(false));
@@ -224,7 +235,8 @@ export class Bank {
 
   private prepare(t: TxnRecord, conn: Conn): void {
     if (this.fault(this.sim.faults.abandonP)) return this.abandon(t);
-    this.call(t, conn, { op: "prepare", name: t.name }, (a) => {
+    const own = [...t.branches.values()].find((b) => !b.joined);
+    this.call(t, conn, { op: "prepare", name: t.name, writes: own?.writes }, (a) => {
       if (isLost(a)) return this.resolveLater(t);
       if (isOk(a)) {
         t.prepareAck = true;

@@ -304,7 +304,7 @@ describe("client transactions", () => {
       }
     });
 
-  test("beginDistributed runs the callback on a branch and resolves with the prepare reply", async () => {
+  test("beginDistributed runs the callback on a branch and sends its buffered writes with the prepare", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
     let seen: unknown[] = [];
@@ -312,17 +312,26 @@ describe("client transactions", () => {
       "order-42",
       async (tx) => {
         await tx.put("orders/42", { sku: "A", qty: 1 });
-        seen = [tx.name, tx.context, await tx.get("stock/A"), await tx.get("missing")];
+        seen = [tx.name, tx.context, await tx.get("stock/A"), await tx.get("missing"), await tx.get("orders/42")];
         await tx.delete("tmp");
       },
       { protocol: "2pc", timeoutMs: 5000 },
     );
     expect(result).toEqual({ name: "order-42", state: "prepared", protocol: "2pc" });
-    expect(seen).toEqual(["order-42", "ctx-token", 9, undefined]);
-    expect(fake.ops()).toEqual(["hello", "begin", "put", "get", "get", "delete", "prepare"]);
-    const [, begin, put] = fake.requests;
+    // A read of its own write is answered from the buffer, as the sidecar would answer it.
+    expect(seen).toEqual(["order-42", "ctx-token", 9, undefined, { sku: "A", qty: 1 }]);
+    expect(fake.ops()).toEqual(["hello", "begin", "get", "get", "prepare"]);
+    const [, begin] = fake.requests;
     expect(begin).toEqual({ id: 2, op: "begin", name: "order-42", protocol: "2pc", timeoutMs: 5000 });
-    expect(put).toEqual({ id: 3, op: "put", name: "order-42", branch: "A:1", key: "orders/42", value: { sku: "A", qty: 1 } });
+    expect(fake.requests[4]).toEqual({
+      id: 5,
+      op: "prepare",
+      name: "order-42",
+      writes: [
+        ["orders/42", { sku: "A", qty: 1 }, false],
+        ["tmp", null, true],
+      ],
+    });
   });
 
   test("beginDistributed rolls back and rethrows when the callback throws", async () => {
@@ -364,8 +373,8 @@ describe("client transactions", () => {
       return tx.context;
     });
     expect(value).toBe("ctx-token");
-    expect(fake.ops()).toEqual(["hello", "join", "put", "end"]);
-    expect(fake.requests[3]).toMatchObject({ name: "order-42", branch: "B:1", ok: true });
+    expect(fake.ops()).toEqual(["hello", "join", "end"]);
+    expect(fake.requests[2]).toMatchObject({ name: "order-42", branch: "B:1", ok: true, writes: [["stock/A", 8, false]] });
   });
 
   test("join ends the branch with ok false and the reason when the callback throws", async () => {
