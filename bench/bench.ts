@@ -150,8 +150,9 @@ export async function runBench(opts: BenchOptions) {
 
     // ---- ratios ----------------------------------------------------------------
     // The floor of a path: its sequential durable writes and round trips.
-    const localFloor = 2 * fsync.p50 + 4 * uds.p50;
-    const crossFloor = 5 * fsync.p50 + 7 * uds.p50 + 3 * ws.p50;
+    // Writes travel with prepare/end (the client buffers them), so a put is not a round trip of its own.
+    const localFloor = 2 * fsync.p50 + 3 * uds.p50;
+    const crossFloor = 5 * fsync.p50 + 5 * uds.p50 + 3 * ws.p50;
     const sagaFloor = 4 * fsync.p50 + 6 * uds.p50;
     const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
     const result = {
@@ -164,8 +165,8 @@ export async function runBench(opts: BenchOptions) {
       footprint: { rssIdleMb: rssIdle, rssPeakMb: rssPeak, startToReadyMs, restartLargeLogMs, largeLog: { finished: 100_000, prepared: 1_000 } },
       ratios: {
         formulas: {
-          local: "2 x fsync + 4 x uds (round trips begin, put, prepare, commit; durable writes: prepared, decision)",
-          cross: "5 x fsync + 7 x uds + 3 x ws (durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; round trips: begin, put, join, put, end, prepare, commit on the sockets, enlist, prepare/vote, decision/ack between sidecars)",
+          local: "2 x fsync + 3 x uds (round trips begin, prepare carrying the put, commit; durable writes: prepared, decision)",
+          cross: "5 x fsync + 5 x uds + 3 x ws (durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; round trips on the sockets: begin, join, end carrying the put, prepare carrying the put, commit (the two joins run side by side); between sidecars: enlist, prepare/vote, decision/ack)",
           saga: "4 x fsync + 6 x uds (o.begin and one o.step per participant; create, 3 x add, execute, callbacks)",
         },
         localFloorMs: round(localFloor, 3),

@@ -3,9 +3,9 @@ import type { Subprocess } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { ensureBundle } from "../../scripts/build.ts";
 
 const root = resolve(import.meta.dir, "../..");
-const cli = join(root, "sidecar/cli.ts");
 
 export function tempDir(prefix = "dtx-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -50,7 +50,8 @@ export class SidecarProcess {
   /** Spawn and resolve once /readyz answers 200. The first start picks a free port and keeps it. */
   async start(timeoutMs = 15_000): Promise<this> {
     this.output = "";
-    const proc = Bun.spawn([process.execPath, cli, ...this.args()], {
+    // The bundle users run (npm start, the image), rebuilt first if a source file is newer.
+    const proc = Bun.spawn([process.execPath, await ensureBundle(), ...this.args()], {
       cwd: root,
       stdin: "ignore",
       stdout: "pipe",
