@@ -412,7 +412,7 @@ export class Node {
         const local = this.branches.get(bkey(name, b.id));
         if (local && local.state === "active") local.state = "done";
       }
-      this.send(b.sidecar, { t: "prepare", name, branch: b.id, from: this.id });
+      if (b.vote === undefined) this.send(b.sidecar, { t: "prepare", name, branch: b.id, from: this.id });
     }
   }
 
@@ -475,8 +475,12 @@ export class Node {
       return refused ? this.fail(from, refused) : this.ok(from);
     }
     b.state = "done";
-    this.ok(from);
-    if (b.pendingPrepare) this.prepareBranch(b, now);
+    // The answer promises only that the callback's work reached the sidecar, not that it is prepared: it need not wait for p.prepared.
+    this.ok(from, {}, true);
+    // Prepare now, without waiting to be asked: the yes vote is usually at the coordinator before its client asks it to
+    // prepare, so its prepare phase needs no round trip to this sidecar. Presumed abort is unchanged: if the coordinator
+    // never records the transaction prepared, this branch asks and rolls back.
+    this.prepareBranch(b, now);
   }
 
   private decide(name: string, outcome: Outcome, from: ReplyTo, now: number, reason?: string) {
@@ -632,9 +636,10 @@ export class Node {
       b.acked = true;
       return this.abort(c, msg.reason ?? `branch ${b.id} on ${b.sidecar} voted no`, b.sidecar, msg.conflict ?? false, now);
     }
-    if (c.state !== "preparing") return;
+    // A branch that prepared when its callback ended votes before the coordinator prepares: keep the vote.
     b.vote = msg.vote;
     if (msg.vote === "readonly") b.acked = true;
+    if (c.state !== "preparing") return;
     for (const x of c.branches.values()) if (x.vote !== "yes" && x.vote !== "readonly") return;
     // Every branch voted yes durably: record it before beginDistributed resolves (DESIGN §8).
     c.state = "prepared";

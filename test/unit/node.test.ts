@@ -158,28 +158,47 @@ describe("Node: coordinator", () => {
 
 describe("Node: participant", () => {
   /** B joins A's transaction t and puts key = 1 (or only reads it). */
-  function joined(b: Sidecar, token: string, name: string, readOnly = false) {
+  /** Join, read k, maybe write it, end: returns the branch and the end step's effects. */
+  function joinAndEnd(b: Sidecar, token: string, name: string, readOnly = false) {
     const enlist = sends(b.client({ op: "join", token }, 7), "enlist");
     expect(enlist).toHaveLength(1);
     const branch = (enlist[0].msg as { branch: string }).branch;
     expect(reply(b.peer({ t: "enlisted", name, branch, from: "A" }))).toMatchObject({ ok: true, branch });
     expect(reply(b.client({ op: "get", name, branch, key: "k" }, 7)).ok).toBe(true);
     if (!readOnly) expect(reply(b.client({ op: "put", name, branch, key: "k", value: 2 }, 7)).ok).toBe(true);
-    expect(reply(b.client({ op: "end", name, branch, ok: true }, 7)).ok).toBe(true);
-    return branch;
+    const ended = b.client({ op: "end", name, branch, ok: true }, 7);
+    expect(reply(ended).ok).toBe(true);
+    return { branch, ended };
   }
+  const joined = (b: Sidecar, token: string, name: string, readOnly = false) => joinAndEnd(b, token, name, readOnly).branch;
 
-  test("a yes vote comes with the branch's prepared record in the same step, the record first", () => {
+  test("a joined branch prepares when its callback ends: the yes vote follows its prepared record in the same step", () => {
     const a = new Sidecar("A");
     const b = new Sidecar("B");
     const { context } = begun(a, "p1");
-    const branch = joined(b, context, "p1");
-    const effects = b.peer({ t: "prepare", name: "p1", branch, from: "A" });
-    const record = effects.findIndex((e) => e.k === "persist" && e.rec.r === "p.prepared");
-    const vote = effects.findIndex((e) => e.k === "send" && e.msg.t === "vote");
+    const { branch, ended } = joinAndEnd(b, context, "p1");
+    const record = ended.findIndex((e) => e.k === "persist" && e.rec.r === "p.prepared");
+    const vote = ended.findIndex((e) => e.k === "send" && e.msg.t === "vote");
     expect(record).toBeGreaterThanOrEqual(0);
     expect(vote).toBeGreaterThan(record);
-    expect(sends(effects, "vote")[0].msg).toMatchObject({ vote: "yes", branch });
+    expect(sends(ended, "vote")[0].msg).toMatchObject({ vote: "yes", branch });
+    // The end answer promises only that the work arrived, so it does not wait for the prepared record.
+    expect(ended.find((e) => e.k === "reply")).toMatchObject({ unlogged: true });
+    // Asked again by the coordinator, it votes yes again and logs nothing new.
+    const again = b.peer({ t: "prepare", name: "p1", branch, from: "A" });
+    expect(again.filter((e) => e.k === "persist")).toEqual([]);
+    expect(sends(again, "vote")[0].msg).toMatchObject({ vote: "yes", branch });
+  });
+
+  test("a coordinator that has a remote branch's early yes does not ask it to prepare", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const { context } = begun(a, "p9");
+    const { branch, ended } = joinAndEnd(b, context, "p9");
+    a.peer(sends(ended, "vote")[0].msg);
+    const prepare = a.client({ op: "prepare", name: "p9" }, 3);
+    expect(sends(prepare, "prepare").map((s) => s.to)).toEqual(["A"]);
+    expect(sends(prepare, "prepare").map((s) => (s.msg as { branch: string }).branch)).not.toContain(branch);
   });
 
   test("a read-only branch votes readonly and logs nothing", () => {
