@@ -48,6 +48,7 @@ export class Journal {
   constructor(
     private readonly dir: string,
     nextSeq: number,
+    private readonly fileBytesMax = journalFileBytesMax,
   ) {
     this.path = join(dir, `journal-${nextSeq}.log`);
     this.fd = openSync(this.path, "w");
@@ -107,7 +108,7 @@ export class Journal {
    * between group commits, when everything written so far is synced.
    */
   rotateIfFull(nextSeq: number): void {
-    if (this.bytes < journalFileBytesMax) return;
+    if (this.bytes < this.fileBytesMax) return;
     closeSync(this.fd);
     this.sealed.push({ path: this.path, lastSeq: nextSeq - 1 });
     this.path = join(this.dir, `journal-${nextSeq}.log`);
@@ -123,6 +124,11 @@ export class Journal {
   }
 
   /** Close; with `everythingDurable` (LMDB holds all of it) the files are deleted. */
+  /** Journal files on disk: the current one and those sealed but not yet released. */
+  get files(): number {
+    return this.sealed.length + 1;
+  }
+
   close(everythingDurable: boolean): void {
     closeSync(this.fd);
     if (!everythingDurable) return;

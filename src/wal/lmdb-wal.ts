@@ -72,10 +72,14 @@ export class LmdbWal implements Wal {
   private syncing = false;
   private batch?: { records: LogRecord[][]; appends: number; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
   readonly stats: LmdbWalStats = { appends: 0, records: 0, flushes: 0 };
+  /** Journal files on disk now (for tests and metrics). */
+  get journalFiles(): number {
+    return this.journal.files;
+  }
   /** Called with how long each group commit (write + fsync) took and how many appends it covered, for metrics. */
   onFlush?: (ms: number, appends: number) => void;
 
-  constructor(path: string) {
+  constructor(path: string, opts: { journalFileBytesMax?: number } = {}) {
     mkdirSync(path, { recursive: true });
     this.env = open({ path, compression: false, maxDbs: 8, overlappingSync: false });
     // Plain MessagePack maps (no shared record structures): half the encoding cost on every put.
@@ -84,7 +88,7 @@ export class LmdbWal implements Wal {
     this.meta = this.env.openDB<number, string>({ name: "meta" });
     this.version = this.meta.get("kvVersion") ?? 0;
     this.seq = this.replayJournal(path);
-    this.journal = new Journal(path, this.seq + 1);
+    this.journal = new Journal(path, this.seq + 1, opts.journalFileBytesMax);
   }
 
   /** Bring LMDB up to the journal's last durable batch (one synchronous, durable commit); then the old files go. */
