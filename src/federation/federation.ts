@@ -58,7 +58,9 @@ interface Peer {
   dialer?: PeerLink;
   /** Authenticated links in the order they came up. */
   links: Link[];
-  queue: { bytes: Uint8Array; at: number }[];
+  queue: { bytes: Uint8Array; at: number; messages: number }[];
+  /** Messages sent this turn, leaving together in one WebSocket message at its end. */
+  outbox: PeerMessage[];
   state: PeerState;
   since: number;
   sent: number;
@@ -136,13 +138,28 @@ export class Federation {
       }
       return;
     }
-    const bytes = encodeBody(msg);
-    if (this.sendOnLink(peer, bytes)) return;
-    if (peer.queue.length >= federationLimits.peerQueueMax) {
-      peer.queue.shift();
-      this.dropped(peer);
+    peer.outbox.push(msg);
+    if (peer.outbox.length === 1) queueMicrotask(() => this.flushOutbox(peer));
+  }
+
+  /**
+   * Everything sent to a peer in one turn leaves as one WebSocket message: a
+   * lone message as itself, several as {t:"batch", msgs}. Under load this
+   * turns hundreds of small frames (and wake-ups on the other side) into a few.
+   */
+  private flushOutbox(peer: Peer): void {
+    const msgs = peer.outbox;
+    peer.outbox = [];
+    for (let at = 0; at < msgs.length; at += federationLimits.batchMessagesMax) {
+      const part = msgs.slice(at, at + federationLimits.batchMessagesMax);
+      const bytes = encodeBody(part.length === 1 ? part[0] : { t: "batch", msgs: part });
+      if (this.sendOnLink(peer, bytes, part.length)) continue;
+      if (peer.queue.length >= federationLimits.peerQueueMax) {
+        peer.queue.shift();
+        this.dropped(peer);
+      }
+      peer.queue.push({ bytes, at: Date.now(), messages: part.length });
     }
-    peer.queue.push({ bytes, at: Date.now() });
   }
 
   peers(): PeerInfo[] {
@@ -164,15 +181,15 @@ export class Federation {
   // ---- links ---------------------------------------------------------------
 
   /** The newest link first: after a peer restarts, an older link may be dead without knowing it yet. */
-  private sendOnLink(peer: Peer, bytes: Uint8Array): boolean {
+  private sendOnLink(peer: Peer, bytes: Uint8Array, messages = 1): boolean {
     for (let i = peer.links.length - 1; i >= 0; i--) {
-      if (peer.links[i].send(bytes)) return this.counted(peer);
+      if (peer.links[i].send(bytes)) return this.counted(peer, messages);
     }
     return false;
   }
 
-  private counted(peer: Peer): true {
-    peer.sent++;
+  private counted(peer: Peer, messages: number): true {
+    peer.sent += messages;
     return true;
   }
 
@@ -200,7 +217,7 @@ export class Federation {
     const queued = peer.queue;
     peer.queue = [];
     for (const q of queued) {
-      if (now - q.at > federationLimits.peerQueueAgeMaxMs || !this.sendOnLink(peer, q.bytes)) peer.dropped++;
+      if (now - q.at > federationLimits.peerQueueAgeMaxMs || !this.sendOnLink(peer, q.bytes, q.messages)) peer.dropped += q.messages;
     }
     this.refresh(peer);
   }
@@ -246,11 +263,22 @@ export class Federation {
     } catch (e) {
       return this.invalid(peer, link, `undecodable MessagePack (${(e as Error).message})`);
     }
-    const report = body as { t?: unknown; code?: unknown; message?: unknown } | null;
+    const report = body as { t?: unknown; code?: unknown; message?: unknown; msgs?: unknown } | null;
     if (report?.t === "error") {
       this.log.warn({ peer: peer.id, code: report.code }, `peer ${peer.id} refused a message from us: ${String(report.message)}`);
       return;
     }
+    if (report?.t === "batch") {
+      if (!Array.isArray(report.msgs) || report.msgs.length > federationLimits.batchMessagesMax) {
+        return this.invalid(peer, link, `a batch that is not an array of at most ${federationLimits.batchMessagesMax} messages`);
+      }
+      for (const m of report.msgs) this.receiveOne(peer, link, m);
+      return;
+    }
+    this.receiveOne(peer, link, body);
+  }
+
+  private receiveOne(peer: Peer, link: Link, body: unknown): void {
     const parsed = peerMessage.safeParse(body);
     if (!parsed.success) return this.invalid(peer, link, `an invalid peer message: ${describeZodError(parsed.error)}`, body);
     const msg = parsed.data;
@@ -268,7 +296,7 @@ export class Federation {
   }
 
   private newPeer(id: string): Peer {
-    const peer: Peer = { id, links: [], queue: [], state: "down", since: Date.now(), sent: 0, received: 0, dropped: 0, invalid: 0, dropLogged: false };
+    const peer: Peer = { id, links: [], queue: [], outbox: [], state: "down", since: Date.now(), sent: 0, received: 0, dropped: 0, invalid: 0, dropLogged: false };
     this.peersById.set(id, peer);
     return peer;
   }

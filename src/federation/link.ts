@@ -34,6 +34,8 @@ export interface LinkContext {
 export const federationLimits = {
   /** Messages kept per peer while no link is up; the engine resends anything that matters. */
   peerQueueMax: 256,
+  /** Messages to one peer sent in one turn travel together, at most this many per WebSocket message. */
+  batchMessagesMax: 1024,
   /** Queued messages older than this are not worth sending on reconnect. */
   peerQueueAgeMaxMs: 2_000,
   /** Bytes a link may have unsent before further messages to it are dropped. */

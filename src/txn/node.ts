@@ -382,7 +382,13 @@ export class Node {
   /** The coordinator's client finished its callback: prepare every branch. */
   private prepare(name: string, from: ReplyTo, now: number, writes?: [string, unknown, boolean][]) {
     const c = this.coords.get(name);
-    if (!c) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}" coordinated by sidecar ${this.id}`));
+    if (!c) {
+      // Rolled back before its client asked to prepare (a branch voted no when its callback ended) and already
+      // forgotten from memory: the log still says why.
+      const s = this.reader.coordinator(name);
+      if (s?.state === "rolled_back") return this.fail(from, s.conflict ? conflictError(name, s.reason, s.participant) : abortedError(name, s.reason, s.participant));
+      return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}" coordinated by sidecar ${this.id}`));
+    }
     switch (c.state) {
       case "active":
         break;
@@ -607,7 +613,7 @@ export class Node {
     for (const b of c.branches.values()) if (needsAck(b, c.outcome)) return;
     c.state = c.outcome === "commit" ? "committed" : "rolled_back";
     c.finishedAt = now;
-    this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant });
+    this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant, ...(c.conflict ? { conflict: true } : {}) });
     // The outcome was durable before any branch heard it and every branch has acked: the answer need not wait for c.end,
     // which only lets the log forget the transaction (lost in a crash, recovery re-announces and the branches ack again).
     for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], true);

@@ -38,7 +38,7 @@ export type LogRecord =
       traceparent?: string;
     }
   | { r: "c.decision"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
-  | { r: "c.end"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string }
+  | { r: "c.end"; name: string; protocol: Protocol; outcome: Outcome; branches: BranchRef[]; createdAt: number; at: number; reason?: string; participant?: string; conflict?: boolean }
   // Participant side.
   // Logged before the service is told the gid, so every dtx gid in a database has a record (or is an orphan).
   | { r: "p.resource"; name: string; branch: string; coordinator: string; resource: SqlResourceRef; at: number }
@@ -57,6 +57,8 @@ export interface CoordinatorSummary {
   preparedTimeoutMs?: number;
   reason?: string;
   participant?: string;
+  /** Rolled back because a branch saw a conflict (TransactionConflictError rather than TransactionAbortedError). */
+  conflict?: boolean;
   traceparent?: string;
 }
 
@@ -142,6 +144,7 @@ export function foldRecord(prev: AnySummary | undefined, rec: LogRecord): AnySum
         finishedAt: rec.at,
         reason: rec.reason,
         participant: rec.participant,
+        ...(rec.conflict ? { conflict: true } : {}),
       };
     }
     case "p.resource": {
