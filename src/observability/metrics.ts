@@ -55,11 +55,16 @@ export class Metrics {
   }
 
   /** A gauge read when /metrics is scraped. */
-  gauge(name: string, help: string, read: () => number | Record<string, number>, labelName = "state"): void {
-    const s = new Series<() => number>(name, help, "gauge");
+  gauge(name: string, help: string, read: () => number | Record<string, number>, labelName = "state", type: "gauge" | "counter" = "gauge"): void {
+    const s = new Series<() => number>(name, help, type);
     (s as unknown as { read: typeof read; labelName: string }).read = read;
     (s as unknown as { labelName: string }).labelName = labelName;
     this.gauges.set(name, s);
+  }
+
+  /** A counter its owner keeps (per label value) and that is read at scrape time: no label work on the hot path. */
+  counterFrom(name: string, help: string, read: () => Record<string, number>, labelName: string): void {
+    this.gauge(name, help, read, labelName, "counter");
   }
 
   observe(name: string, help: string, value: number, labels: Labels = {}, bounds = latencyBucketsMs): void {

@@ -14,12 +14,14 @@ export interface GaugeSources {
 export class SidecarMetrics {
   readonly m = new Metrics();
   private phases = new Map<string, { createdAt: number; preparedAt?: number; decidedAt?: number }>();
+  private requestsByOp: Record<string, number> = {};
 
   constructor(sources: GaugeSources) {
     this.m.gauge("dtx_client_connections", "Client connections open on the Unix socket.", () => sources.clientConnections());
     this.m.gauge("dtx_in_doubt_branches", "Branches prepared here and waiting for their coordinator's decision.", () => sources.inDoubtBranches());
     this.m.gauge("dtx_transactions", "Transactions this sidecar coordinates that are in memory, by state (failed ones need an operator).", () => sources.transactionsByState());
     this.m.gauge("dtx_peer_link_up", "1 when the authenticated link to a peer sidecar is up.", () => sources.peerLinks(), "peer");
+    this.m.counterFrom("dtx_client_requests_total", "Client requests, by op.", () => this.requestsByOp, "op");
   }
 
   /** A client request or peer message handed to the engine. */
@@ -28,7 +30,7 @@ export class SidecarMetrics {
     const op = input.req.op;
     if (op === "begin") this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
     if (op === "o_execute") this.m.counter("dtx_orchestrations_executed_total", "Orchestrated transactions executed (protocol chosen at execute).", {});
-    this.m.counter("dtx_client_requests_total", "Client requests, by op.", { op });
+    this.requestsByOp[op] = (this.requestsByOp[op] ?? 0) + 1;
   }
 
   /** Records that were appended (they are durable when the append resolves). */
