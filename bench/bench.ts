@@ -191,7 +191,8 @@ export async function runBench(opts: BenchOptions) {
 }
 
 async function path(op: (w: number, i: number) => Promise<unknown>, concurrency: number[], ms: number, say: (s: string) => void): Promise<PathResult> {
-  await load(op, 4, Math.min(500, ms)); // warm-up
+  // Warm-up: the sidecars were just started, and for their first seconds the JIT competes with them for the two cores.
+  await load(op, 16, Math.min(2_000, ms));
   const c1 = await load(op, 1, ms);
   const perSec: Record<string, number> = {};
   let errors = c1.errors;

@@ -174,7 +174,7 @@ export class LmdbWal implements Wal {
     if (!b || this.syncing) return;
     this.batch = undefined;
     const started = performance.now();
-    const records = b.records.flat();
+    const records = b.records.length === 1 ? b.records[0] : b.records.flat();
     const seq = this.seq + 1;
     try {
       this.journal.rotateIfFull(seq);
@@ -183,9 +183,6 @@ export class LmdbWal implements Wal {
       return b.reject(e);
     }
     this.seq = seq;
-    const writes: LmdbWrites = { seq, version: 0, index: new Map(), kv: new Map() };
-    applyRecords(this.overlayStore(writes), records);
-    writes.version = this.version;
     const finished = () => {
       this.stats.flushes++;
       this.onFlush?.(performance.now() - started, b.appends);
@@ -198,13 +195,15 @@ export class LmdbWal implements Wal {
       b.reject(e);
     };
     this.syncing = true;
-    this.journal
-      .syncAsync()
-      .then(finished, failed)
-      .finally(() => {
-        this.syncing = false;
-        if (this.batch) this.commitBatch();
-      });
+    const synced = this.journal.syncAsync();
+    // Fold into the overlay while the fdatasync runs: reads need it only once the batch is durable and acknowledged.
+    const writes: LmdbWrites = { seq, version: 0, index: new Map(), kv: new Map() };
+    applyRecords(this.overlayStore(writes), records);
+    writes.version = this.version;
+    synced.then(finished, failed).finally(() => {
+      this.syncing = false;
+      if (this.batch) this.commitBatch();
+    });
   }
 
   private queueForLmdb(w: LmdbWrites): void {
