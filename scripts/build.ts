@@ -13,10 +13,12 @@ import { dirname, join } from "node:path";
 
 const root = join(import.meta.dir, "..");
 export const bundlePath = join(root, "dist", "dtx.js");
-const sources = ["src", "sidecar", "package.json"];
+// What the bundle is made of: our sources, this script, and the installed dependencies (npm rewrites its lock there on every install).
+const sources = ["src", "sidecar", "package.json", "scripts/build.ts", "node_modules/.package-lock.json"];
 
 function newestSource(path: string): number {
-  const st = statSync(path);
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (!st) return 0;
   if (!st.isDirectory()) return st.mtimeMs;
   let newest = st.mtimeMs;
   for (const entry of readdirSync(path)) newest = Math.max(newest, newestSource(join(path, entry)));
