@@ -991,12 +991,12 @@ export class Node {
   }
 
   private onDisconnect(conn: number, now: number) {
-    for (const c of this.coords.values()) {
+    for (const c of this.liveCoords) {
       if (c.owner === conn && (c.state === "active" || c.state === "preparing")) {
         this.abort(c, "the client disconnected before the transaction was prepared", undefined, false, now);
       }
     }
-    for (const b of this.branches.values()) {
+    for (const b of this.liveBranches) {
       if (b.owner !== conn) continue;
       if (b.state === "joining" || b.state === "active") {
         this.abortBranch(b, now);

@@ -38,8 +38,8 @@ interface SealedFile {
 }
 
 export class Journal {
-  private fd: number;
-  private path: string;
+  private fd!: number;
+  private path!: string;
   private bytes = 0;
   private allocated = 0;
   private sealed: SealedFile[] = [];
@@ -50,9 +50,15 @@ export class Journal {
     nextSeq: number,
     private readonly fileBytesMax = journalFileBytesMax,
   ) {
-    this.path = join(dir, `journal-${nextSeq}.log`);
+    this.openFile(nextSeq);
+  }
+
+  private openFile(firstSeq: number): void {
+    this.path = join(this.dir, `journal-${firstSeq}.log`);
     this.fd = openSync(this.path, "w");
-    syncDir(dir);
+    this.bytes = 0;
+    this.allocated = 0;
+    syncDir(this.dir);
   }
 
   /** Every valid batch in the directory's journal files, oldest first, and the files. */
@@ -111,11 +117,7 @@ export class Journal {
     if (this.bytes < this.fileBytesMax) return;
     closeSync(this.fd);
     this.sealed.push({ path: this.path, lastSeq: nextSeq - 1 });
-    this.path = join(this.dir, `journal-${nextSeq}.log`);
-    this.fd = openSync(this.path, "w");
-    this.bytes = 0;
-    this.allocated = 0;
-    syncDir(this.dir);
+    this.openFile(nextSeq);
   }
 
   /** LMDB has made every batch up to `seq` durable: sealed files that end there are no longer needed. */
