@@ -50,12 +50,13 @@ export class Runtime {
     for (const e of effects) {
       if (e.k === "persist") records.push(e.rec);
       else if (e.k === "send" && e.to === this.node.id) local.push(e.msg);
+      else if (e.k === "reply" && e.immediate) this.carryOut(e);
       else if (e.k === "reply" && e.unlogged) unlogged.push(e);
       else rest.push(e);
     }
     if (unlogged.length) this.release(this.durable, unlogged);
     if (records.length) {
-      this.durable = this.wal.append(records);
+      this.durable = this.wal.append(records, rest.length > 0 || local.length > 0);
       this.io.observe?.records(records);
     }
     // This step's effects wait for what this step and every earlier one logged,

@@ -315,7 +315,10 @@ export class Node {
     this.addBranch(this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
     if (req.traceparent) this.traces.set(req.name, req.traceparent);
     const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent, incarnation: branchId });
-    this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol });
+    // Nothing here was logged, nor depends on what an earlier step logged and has not made durable yet (the
+    // name check reads memory; a crash forgets this transaction either way): the reply need not wait for the
+    // previous transaction's last records, which would add a sync to every begin at low load.
+    this.out.push({ k: "reply", to: from, body: { ok: true, name: req.name, branch: branchId, context, protocol: c.protocol }, immediate: true });
   }
 
   private join(token: string, from: ReplyTo, now: number) {

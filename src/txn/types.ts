@@ -29,8 +29,11 @@ export type ReplyBody = { ok: true; [k: string]: unknown } | { ok: false; error:
 export type Effect =
   | { k: "persist"; rec: LogRecord }
   | { k: "send"; to: string; msg: PeerMessage }
-  /** `unlogged`: waits only for what earlier steps logged, not for this step's records (see Node.maybeFinish). */
-  | { k: "reply"; to: ReplyTo; body: ReplyBody; unlogged?: true }
+  /**
+   * `unlogged`: waits only for what earlier steps logged, not for this step's records (see Node.maybeFinish).
+   * `immediate`: depends on nothing any step logged, so it waits for nothing (see Node.begin).
+   */
+  | { k: "reply"; to: ReplyTo; body: ReplyBody; unlogged?: true; immediate?: true }
   /** Feed this input back into the node once everything persisted so far is durable. */
   | { k: "after"; input: Input }
   /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK). */
@@ -57,8 +60,9 @@ export interface ParticipantCall {
 /**
  * The runtime's one rule: all persists of a step are made durable (together
  * with everything persisted earlier) before any send, reply or after of that
- * step is carried out. The one exception is a reply marked `unlogged`, which
- * waits only for what earlier steps persisted.
+ * step is carried out. The exceptions are a reply marked `unlogged`, which
+ * waits only for what earlier steps persisted, and one marked `immediate`,
+ * which waits for nothing.
  */
 export interface StepResult {
   effects: Effect[];

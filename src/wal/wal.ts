@@ -22,8 +22,11 @@ export interface WalReader {
 }
 
 export interface Wal extends WalReader {
-  /** Append records atomically. Resolves once they, and everything appended before, are durable. */
-  append(records: LogRecord[]): Promise<void>;
+  /**
+   * Append records atomically. Resolves once they, and everything appended before, are durable.
+   * `waited: false` says nothing is held back until they are (a hint for when to sync, never for whether).
+   */
+  append(records: LogRecord[], waited?: boolean): Promise<void>;
   /** Resolves once everything appended so far is durable. */
   barrier(): Promise<void>;
   /** Summaries of every transaction and branch that is not finished, for recovery. */

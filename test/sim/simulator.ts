@@ -302,13 +302,19 @@ export class Sim {
     const local: PeerMessage[] = [];
     const rest: Effect[] = [];
     const unlogged: Effect[] = [];
+    const immediate: Effect[] = [];
     for (const e of effects) {
       if (e.k === "persist") records.push(e.rec);
       else if (e.k === "send" && e.to === sn.id) local.push(e.msg);
+      else if (e.k === "reply" && e.immediate) immediate.push(e);
       else if (e.k === "reply" && e.unlogged) unlogged.push(e);
       else rest.push(e);
     }
-    // As in the runtime: an unlogged reply waits only for what earlier steps appended.
+    // As in the runtime: an immediate reply waits for nothing, an unlogged one only for what earlier steps appended.
+    if (immediate.length) {
+      sn.outbox.push({ dep: 0, effects: immediate });
+      this.scheduleRelease(sn);
+    }
     if (unlogged.length) {
       sn.outbox.push({ dep: this.opts.brokenRule === "send-before-persist" ? 0 : sn.wal.appended, effects: unlogged });
       if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
