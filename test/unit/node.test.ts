@@ -92,16 +92,15 @@ function prepared(a: Sidecar, name: string, key = "k") {
 }
 
 describe("Node: coordinator", () => {
-  test("begin, put, prepare sends prepare to every branch", () => {
+  test("prepare asks the other branches first, and begin's own branch once they voted yes", () => {
     const a = new Sidecar("A");
     const { branch } = begun(a, "t1");
     a.peer({ t: "enlist", name: "t1", branch: "B.x.1", from: "B" });
     const effects = a.client({ op: "prepare", name: "t1" });
-    expect(sends(effects, "prepare")).toEqual([
-      { to: "A", msg: { t: "prepare", name: "t1", branch, from: "A" } },
-      { to: "B", msg: { t: "prepare", name: "t1", branch: "B.x.1", from: "A" } },
-    ]);
+    expect(sends(effects, "prepare")).toEqual([{ to: "B", msg: { t: "prepare", name: "t1", branch: "B.x.1", from: "A" } }]);
     expect(effects.some((e) => e.k === "reply")).toBe(false); // answered once every branch voted
+    const voted = a.peer({ t: "vote", name: "t1", branch: "B.x.1", from: "B", vote: "yes" });
+    expect(sends(voted, "prepare")).toEqual([{ to: "A", msg: { t: "prepare", name: "t1", branch, from: "A" } }]);
   });
 
   test("a second begin with an active name fails with NAME_IN_USE, also after a restart", () => {
@@ -298,8 +297,10 @@ describe("trace context and token incarnation", () => {
     const enlisted = sends(a.peer(enlist[0]));
     expect(enlisted.every((m) => m.traceparent === tp)).toBe(true);
     const prepares = sends(a.client({ op: "prepare", name: "t1" }));
-    expect(prepares.length).toBe(2);
+    expect(prepares.length).toBe(1);
     expect(prepares.every((m) => m.traceparent === tp)).toBe(true);
+    const own = sends(a.peer({ t: "vote", name: "t1", branch: (enlist[0] as { branch: string }).branch, from: "B", vote: "yes" }));
+    expect(own).toMatchObject([{ t: "prepare", traceparent: tp }]);
   });
 
   test("a token from an earlier transaction with the same name cannot join the new one", () => {
