@@ -418,20 +418,22 @@ export class Node {
     // Only begin's own branch: a joined branch on this node is still running until its client ends it.
     const own = c.ownBranch === undefined ? undefined : this.branches.get(bkey(name, c.ownBranch));
     if (own && own.state === "active") own.state = "done";
-    this.askVotes(c);
+    this.askVotes(c, false);
   }
 
   /**
-   * Ask every branch that has not voted to prepare. Begin's own branch is
-   * asked last, once every other branch voted yes: its prepared record then
-   * joins c.prepared in one sync instead of taking a sync of its own before it.
+   * Ask the branches that have not voted to prepare. A joined branch prepares
+   * and votes by itself when its callback ends, so it is asked only on a
+   * resend (its vote may have been lost, or its sidecar restarted). Begin's
+   * own branch is asked last, once every other branch voted yes: its prepared
+   * record then joins c.prepared in one sync instead of taking one before it.
    */
-  private askVotes(c: Coord) {
+  private askVotes(c: Coord, resend: boolean) {
     let othersVoted = true;
     for (const b of c.branches.values()) {
       if (b.id === c.ownBranch || b.vote !== undefined) continue;
       othersVoted = false;
-      this.send(b.sidecar, { t: "prepare", name: c.name, branch: b.id, from: this.id });
+      if (resend) this.send(b.sidecar, { t: "prepare", name: c.name, branch: b.id, from: this.id });
     }
     const own = c.ownBranch === undefined ? undefined : c.branches.get(c.ownBranch);
     if (othersVoted && own && own.vote === undefined) this.send(own.sidecar, { t: "prepare", name: c.name, branch: own.id, from: this.id });
@@ -664,7 +666,7 @@ export class Node {
     for (const x of c.branches.values()) {
       if (x.vote === "yes" || x.vote === "readonly") continue;
       // The last vote missing is begin's own branch's: ask it now (askVotes held it back).
-      if (x.id === c.ownBranch && msg.branch !== c.ownBranch) this.askVotes(c);
+      if (x.id === c.ownBranch && msg.branch !== c.ownBranch) this.askVotes(c, false);
       return;
     }
     // Every branch voted yes durably: record it before beginDistributed resolves (DESIGN §8).
@@ -913,7 +915,7 @@ export class Node {
           else if (c.state === "preparing" && now - c.lastResend >= timing.resendMs) {
             // A prepare lost while its participant was down would otherwise wait out the whole timeoutMs.
             c.lastResend = now;
-            this.askVotes(c);
+            this.askVotes(c, true);
           }
           break;
         case "prepared":

@@ -92,15 +92,23 @@ function prepared(a: Sidecar, name: string, key = "k") {
 }
 
 describe("Node: coordinator", () => {
-  test("prepare asks the other branches first, and begin's own branch once they voted yes", () => {
+  test("prepare waits for joined branches to vote by themselves, and asks begin's own branch once they voted yes", () => {
     const a = new Sidecar("A");
     const { branch } = begun(a, "t1");
     a.peer({ t: "enlist", name: "t1", branch: "B.x.1", from: "B" });
     const effects = a.client({ op: "prepare", name: "t1" });
-    expect(sends(effects, "prepare")).toEqual([{ to: "B", msg: { t: "prepare", name: "t1", branch: "B.x.1", from: "A" } }]);
+    expect(sends(effects, "prepare")).toEqual([]);
     expect(effects.some((e) => e.k === "reply")).toBe(false); // answered once every branch voted
     const voted = a.peer({ t: "vote", name: "t1", branch: "B.x.1", from: "B", vote: "yes" });
     expect(sends(voted, "prepare")).toEqual([{ to: "A", msg: { t: "prepare", name: "t1", branch, from: "A" } }]);
+  });
+
+  test("a joined branch whose vote does not come is asked to prepare again on tick", () => {
+    const a = new Sidecar("A");
+    begun(a, "t1");
+    a.peer({ t: "enlist", name: "t1", branch: "B.x.1", from: "B" });
+    a.client({ op: "prepare", name: "t1" });
+    expect(sends(a.tick(timing.resendMs), "prepare")).toEqual([{ to: "B", msg: { t: "prepare", name: "t1", branch: "B.x.1", from: "A" } }]);
   });
 
   test("a second begin with an active name fails with NAME_IN_USE, also after a restart", () => {
@@ -296,9 +304,7 @@ describe("trace context and token incarnation", () => {
     expect(enlist[0]).toMatchObject({ t: "enlist", traceparent: tp });
     const enlisted = sends(a.peer(enlist[0]));
     expect(enlisted.every((m) => m.traceparent === tp)).toBe(true);
-    const prepares = sends(a.client({ op: "prepare", name: "t1" }));
-    expect(prepares.length).toBe(1);
-    expect(prepares.every((m) => m.traceparent === tp)).toBe(true);
+    expect(sends(a.client({ op: "prepare", name: "t1" }))).toEqual([]);
     const own = sends(a.peer({ t: "vote", name: "t1", branch: (enlist[0] as { branch: string }).branch, from: "B", vote: "yes" }));
     expect(own).toMatchObject([{ t: "prepare", traceparent: tp }]);
   });
