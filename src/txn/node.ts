@@ -103,6 +103,9 @@ const bkey = (name: string, branch: string) => `${name}/${branch}`;
 /** The ReplyTo connection of a request another sidecar forwarded here. */
 const FORWARDED = -1;
 
+/** A reply sent before the one rule would send it: see Effect "reply" in types.ts. */
+type Release = "unlogged" | "immediate";
+
 export class Node {
   readonly id: string;
   readonly coords = new Map<string, Coord>();
@@ -204,14 +207,15 @@ export class Node {
   traceOf(name: string): string | undefined {
     return this.traces.get(name);
   }
-  private ok(to: ReplyTo, result: Record<string, unknown> = {}, unlogged?: true) {
-    this.reply(to, { ok: true, ...result } as ReplyBody, unlogged);
+  private ok(to: ReplyTo, result: Record<string, unknown> = {}, release?: Release) {
+    this.reply(to, { ok: true, ...result } as ReplyBody, release);
   }
-  private fail(to: ReplyTo, error: WireError, unlogged?: true) {
-    this.reply(to, { ok: false, error }, unlogged);
+  private fail(to: ReplyTo, error: WireError, release?: Release) {
+    this.reply(to, { ok: false, error }, release);
   }
-  private reply(to: ReplyTo, body: ReplyBody, unlogged?: true) {
-    if (to.conn !== FORWARDED) return void this.out.push(unlogged ? { k: "reply", to, body, unlogged } : { k: "reply", to, body });
+  /** `release`: sent sooner than the rule says (see Effect "reply"); the default waits for everything logged so far. */
+  private reply(to: ReplyTo, body: ReplyBody, release?: Release) {
+    if (to.conn !== FORWARDED) return void this.out.push(release ? { k: "reply", to, body, [release]: true } : { k: "reply", to, body });
     // The answer to another sidecar's client goes back over the federation.
     const f = this.forwardedIn.get(to.id);
     if (!f) return;
@@ -318,7 +322,7 @@ export class Node {
     // Nothing here was logged, nor depends on what an earlier step logged and has not made durable yet (the
     // name check reads memory; a crash forgets this transaction either way): the reply need not wait for the
     // previous transaction's last records, which would add a sync to every begin at low load.
-    this.out.push({ k: "reply", to: from, body: { ok: true, name: req.name, branch: branchId, context, protocol: c.protocol }, immediate: true });
+    this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol }, "immediate");
   }
 
   private join(token: string, from: ReplyTo, now: number) {
@@ -499,7 +503,7 @@ export class Node {
     }
     b.state = "done";
     // The answer promises only that the callback's work reached the sidecar, not that it is prepared: it need not wait for p.prepared.
-    this.ok(from, {}, true);
+    this.ok(from, {}, "unlogged");
     // Prepare now, without waiting to be asked: the yes vote is usually at the coordinator before its client asks it to
     // prepare, so its prepare phase needs no round trip to this sidecar. Presumed abort is unchanged: if the coordinator
     // never records the transaction prepared, this branch asks and rolls back.
@@ -541,13 +545,13 @@ export class Node {
   }
 
   /** `unlogged`: the answer depends only on what earlier steps logged (the decision), not on this step's records. */
-  private replyDecided(to: ReplyTo, name: string, state: TxnState, protocol: Protocol, asked: Outcome, reason?: string, participant?: string, pending: string[] = [], unlogged?: true) {
+  private replyDecided(to: ReplyTo, name: string, state: TxnState, protocol: Protocol, asked: Outcome, reason?: string, participant?: string, pending: string[] = [], release?: Release) {
     if (state === "committed") {
-      if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending }, unlogged);
-      return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`), unlogged);
+      if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending }, release);
+      return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`), release);
     }
-    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol }, unlogged);
-    return this.fail(to, abortedError(name, reason, participant), unlogged);
+    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol }, release);
+    return this.fail(to, abortedError(name, reason, participant), release);
   }
 
   private status(name: string, from: ReplyTo) {
@@ -633,7 +637,7 @@ export class Node {
     this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant, ...(c.conflict ? { conflict: true } : {}) });
     // The outcome was durable before any branch heard it and every branch has acked: the answer need not wait for c.end,
     // which only lets the log forget the transaction (lost in a crash, recovery re-announces and the branches ack again).
-    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], true);
+    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], "unlogged");
     c.decideWaiters = [];
   }
 
