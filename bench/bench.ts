@@ -22,6 +22,8 @@ export interface BenchOptions {
 
 interface PathResult {
   c1: LatencyStats;
+  /** The fsync floor measured in the path's data directory just before and just after its concurrency-1 run (mean of the two p50s). */
+  fsyncP50Ms: number;
   perSec: Record<string, number>;
   best: { concurrency: number; perSec: number };
   errors: number;
@@ -81,6 +83,7 @@ export async function runBench(opts: BenchOptions) {
         const name = `l-${w}-${i}`;
         return c.beginDistributed(name, (tx) => tx.put(`bench/${w}`, i)).then(() => c.commitDistributed(name));
       },
+      A.data,
       opts.concurrency,
       ms,
       say,
@@ -120,6 +123,7 @@ export async function runBench(opts: BenchOptions) {
           })
           .then(() => cx[k].commitDistributed(name));
       },
+      fed[0].data,
       opts.concurrency,
       ms,
       say,
@@ -138,6 +142,7 @@ export async function runBench(opts: BenchOptions) {
         const r = await t.execute();
         if (r.outcome !== "committed") throw new Error(r.reason ?? r.outcome);
       },
+      A.data,
       opts.concurrency,
       ms,
       say,
@@ -151,13 +156,19 @@ export async function runBench(opts: BenchOptions) {
     // ---- ratios ----------------------------------------------------------------
     // The floor of a path: its sequential durable writes and round trips.
     // Writes travel with prepare/end (the client buffers them), so a put is not a round trip of its own.
-    const localFloor = 2 * fsync.p50 + 3 * uds.p50;
-    const crossFloor = 5 * fsync.p50 + 5 * uds.p50 + 3 * ws.p50;
-    const sagaFloor = 4 * fsync.p50 + 6 * uds.p50;
+    // fsync: the floor measured beside each path's concurrency-1 run (PathResult.fsyncP50Ms).
+    const localFloor = 2 * local.fsyncP50Ms + 3 * uds.p50;
+    const crossFloor = 5 * cross.fsyncP50Ms + 5 * uds.p50 + 3 * ws.p50;
+    const sagaFloor = 4 * saga.fsyncP50Ms + 6 * uds.p50;
     const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
     const result = {
       machine: { cores: navigator.hardwareConcurrency, bun: Bun.version },
-      floor: { fsyncP50Ms: fsync.p50, udsRoundTripP50Ms: uds.p50, wsRoundTripP50Ms: ws.p50 },
+      floor: {
+        fsyncP50Ms: fsync.p50,
+        udsRoundTripP50Ms: uds.p50,
+        wsRoundTripP50Ms: ws.p50,
+        fsyncP50MsBesidePath: { local: local.fsyncP50Ms, cross: cross.fsyncP50Ms, saga: saga.fsyncP50Ms },
+      },
       local,
       cross,
       saga,
@@ -165,6 +176,7 @@ export async function runBench(opts: BenchOptions) {
       footprint: { rssIdleMb: rssIdle, rssPeakMb: rssPeak, startToReadyMs, restartLargeLogMs, largeLog: { finished: 100_000, prepared: 1_000 } },
       ratios: {
         formulas: {
+          fsync: "each path's fsync is the p50 of a small append + fdatasync in its coordinator's data directory, measured just before and just after its concurrency-1 run (the mean of the two), so the floor and the p50 see the same disk",
           local: "2 x fsync + 3 x uds (round trips begin, prepare carrying the put, commit; durable writes: prepared, decision)",
           cross: "5 x fsync + 5 x uds + 3 x ws (durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; round trips on the sockets: begin, join, end carrying the put, prepare carrying the put, commit (the two joins run side by side); between sidecars: enlist, prepare/vote, decision/ack)",
           saga: "4 x fsync + 6 x uds (o.begin and one o.step per participant; create, 3 x add, execute, callbacks)",
@@ -190,10 +202,13 @@ export async function runBench(opts: BenchOptions) {
   }
 }
 
-async function path(op: (w: number, i: number) => Promise<unknown>, concurrency: number[], ms: number, say: (s: string) => void): Promise<PathResult> {
+async function path(op: (w: number, i: number) => Promise<unknown>, dataDir: string, concurrency: number[], ms: number, say: (s: string) => void): Promise<PathResult> {
   // Warm-up: the sidecars were just started, and for their first seconds the JIT competes with them for the two cores.
   await load(op, 16, Math.min(2_000, ms));
+  // This disk's fsync latency drifts during a run (0.2–0.55 ms here): the latency ratio uses a floor measured beside it.
+  const before = fsyncFloor(dataDir, 150).p50;
   const c1 = await load(op, 1, ms);
+  const fsyncP50Ms = round((before + fsyncFloor(dataDir, 150).p50) / 2, 3);
   const perSec: Record<string, number> = {};
   let errors = c1.errors;
   for (const c of concurrency) {
@@ -203,7 +218,7 @@ async function path(op: (w: number, i: number) => Promise<unknown>, concurrency:
     say(`  concurrency ${c}: ${r.perSec}/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms${r.errors ? `, ${r.errors} errors` : ""}`);
   }
   const bestC = Object.entries(perSec).sort((a, b) => b[1] - a[1])[0];
-  return { c1: c1.latency, perSec, best: { concurrency: Number(bestC[0]), perSec: bestC[1] }, errors };
+  return { c1: c1.latency, fsyncP50Ms, perSec, best: { concurrency: Number(bestC[0]), perSec: bestC[1] }, errors };
 }
 
 function rssMb(s: SidecarProcess): number {

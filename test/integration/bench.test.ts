@@ -17,10 +17,13 @@ test("dtx bench --json runs briefly and reports every figure", async () => {
     expect(r[path].c1.p99).toBeGreaterThan(0);
     expect(Object.keys(r[path].perSec)).toEqual(["1", "4"]);
     expect(r[path].best.perSec).toBeGreaterThan(0);
+    expect(r[path].fsyncP50Ms).toBeGreaterThan(0);
+    expect(r.floor.fsyncP50MsBesidePath[path]).toBe(r[path].fsyncP50Ms);
   }
   expect("perSecC64" in r.baseline || "skipped" in r.baseline).toBe(true);
   if (process.env.CI === "true") expect(r.baseline.perSecC64).toBeGreaterThan(0); // PostgreSQL is prepared by .ci/run
   for (const k of ["rssIdleMb", "rssPeakMb", "startToReadyMs", "restartLargeLogMs"]) expect(r.footprint[k]).toBeGreaterThan(0);
   for (const k of ["localP50OverFloor", "crossP50OverFloor", "sagaP50OverFloor", "localFloorMs", "crossFloorMs"]) expect(r.ratios[k]).toBeGreaterThan(0);
   expect(r.ratios.formulas.local).toContain("fsync");
+  expect(r.ratios.formulas.fsync).toContain("concurrency-1 run");
 }, 180_000);
