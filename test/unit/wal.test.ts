@@ -103,15 +103,18 @@ describe("LMDB journal", () => {
     return join(d, "wal");
   };
   const end = (name: string): LogRecord => ({ r: "c.end", name, protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 });
+  /** A journal of these batches (seq 1, 2, …), made durable and closed without a sidecar: what a crash can leave. */
+  const journalOf = (path: string, ...batches: LogRecord[][]) => {
+    const journal = new Journal(path, 1);
+    batches.forEach((records, i) => journal.write(i + 1, records));
+    journal.sync();
+    journal.close(false);
+  };
 
   test("batches the journal made durable but LMDB never got are replayed at start-up, once", async () => {
     const path = fresh();
     // The state a crash leaves when the journal's fdatasync returned but LMDB's commit never happened.
-    const journal = new Journal(path, 1);
-    journal.write(1, [end("j1")]);
-    journal.write(2, [prepared("j2")]);
-    journal.sync();
-    journal.close(false);
+    journalOf(path, [end("j1")], [prepared("j2")]);
     let wal = new LmdbWal(path);
     expect(wal.coordinator("j1")?.state).toBe("committed");
     expect(wal.branch("j2", "A.x.1")?.state).toBe("prepared");
@@ -142,11 +145,7 @@ describe("LMDB journal", () => {
 
   test("a torn frame at the journal's tail is ignored and the batches before it kept", async () => {
     const path = fresh();
-    const journal = new Journal(path, 1);
-    journal.write(1, [end("kept")]);
-    journal.write(2, [end("torn")]);
-    journal.sync();
-    journal.close(false);
+    journalOf(path, [end("kept")], [end("torn")]);
     const file = join(path, "journal-1.log");
     // Damage the last byte of the second frame, as a write cut off by a crash leaves it.
     const bytes = readFileSync(file);
