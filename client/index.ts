@@ -3,6 +3,7 @@
 import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
+import { contextToken } from "../src/protocol/token.ts";
 import type { WireError } from "../src/protocol/errors.ts";
 import type { z } from "zod";
 import type { participantSpec } from "../src/protocol/orchestration.ts";
@@ -18,7 +19,7 @@ type Reply = Record<string, unknown>;
 export type Protocol = "2pc" | "saga";
 
 export type ConnectOptions = { socket?: string; reconnect?: boolean; connectTimeoutMs?: number };
-export type BeginOptions = Omit<Args<"begin">, "name">;
+export type BeginOptions = Omit<Args<"begin">, "name" | "branch">;
 export type ListOptions = Args<"list">;
 export type PrepareResult = { name: string; state: "prepared"; protocol: Protocol };
 export type CommitResult = { name: string; outcome: "committed"; protocol: Protocol; pending: string[] };
@@ -133,6 +134,9 @@ interface Conn {
   draining: boolean; // the last write was short; wait for `drain`
   slotWaiters: (() => void)[]; // requests waiting for requestsInFlightPerConnMax to allow them
   lost?: DtxClientError;
+  /** From the sidecar's hello: its id and the timeout of a transaction begun without one (for context tokens made here). */
+  sidecar: string;
+  defaultTimeoutMs: number;
 }
 
 /** Codes of a request the sidecar refused before its engine saw it: the transaction is still active there. */
@@ -268,7 +272,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   }
 
   async function dial(deadline: number): Promise<Conn> {
-    const c: Conn = { decoder: new FrameDecoder(), pending: new Map(), out: [], flushQueued: false, draining: false, slotWaiters: [] };
+    const c: Conn = { decoder: new FrameDecoder(), pending: new Map(), out: [], flushQueued: false, draining: false, slotWaiters: [], sidecar: "", defaultTimeoutMs: 0 };
     c.socket = await Bun.connect({
       unix: path,
       socket: {
@@ -287,7 +291,10 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       Math.max(0, deadline - Date.now()),
     );
     try {
-      await send(c, "hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
+      const hello = await send(c, "hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
+      c.sidecar = text(hello, "sidecar");
+      if (typeof hello.defaultTimeoutMs !== "number") throw new ProtocolError("BAD_REPLY", `hello reply has no defaultTimeoutMs: ${JSON.stringify(hello)}`);
+      c.defaultTimeoutMs = hello.defaultTimeoutMs;
       for (const service of services.keys()) await send(c, "register", { service }); // serve again after a reconnect
       return c;
     } catch (e) {
@@ -344,11 +351,17 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   // Writes are buffered here and travel with the branch's prepare (or end): one
   // round trip for the whole write set. tx.get sees the buffer first, as the
   // sidecar would. A write the sidecar refuses fails the transaction there.
-  function openTx(c: Conn, name: string, branch: string, context: string) {
+  // `opened` makes sure the branch exists on the sidecar before a request names it (beginDistributed sends
+  // begin only once something needs it); `context` is read only when the callback asks for it.
+  function openTx(c: Conn, name: string, branch: string, context: () => string, opened: () => Promise<unknown>) {
     let running = true;
     const writes = new Map<string, [unknown, boolean]>();
     const closed = (o: string) => new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`);
-    const op = <Op extends ClientOp>(o: Op, args: Args<Op>) => (running ? request(c, o, args) : Promise.reject(closed(o)));
+    const op = async <Op extends ClientOp>(o: Op, args: Args<Op>) => {
+      if (!running) throw closed(o);
+      await opened();
+      return request(c, o, args);
+    };
     const buffer = (o: string, key: string, value: unknown, deleted: boolean) => {
       if (!running) throw closed(o);
       if (typeof key !== "string" || key.length === 0) throw new ProtocolError("BAD_REQUEST", `${o}: key must be a non-empty string`);
@@ -358,7 +371,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     const tx: Tx = {
       name,
       branch,
-      context,
+      get context() {
+        return context();
+      },
       async put(key, value) {
         if (value === undefined) throw new ProtocolError("BAD_REQUEST", `put ${key}: value is undefined; use tx.delete to remove a key`);
         buffer("put", key, value, false);
@@ -380,6 +395,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const all = [...writes].map(([k, [v, d]]): [string, unknown, boolean] => [k, v, d]);
       writes.clear();
       if (encodedSizeAtMost(all, limits.frameBytesMax / 2)) return all;
+      await opened();
       await Promise.all(all.map(([key, value, deleted]) => (deleted ? request(c, "delete", { name, branch, key }) : request(c, "put", { name, branch, key, value }))));
       return undefined;
     };
@@ -434,27 +450,46 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       return call("resolve", { name, outcome });
     },
 
+    // Begin is sent only when the callback first needs the sidecar (tx.get, tx.sql, tx.context), without
+    // waiting for its answer: the branch id is chosen here, so tx.branch and tx.context are known at once.
+    // A callback that only writes never needs it, and its begin travels inside the prepare: one request.
     async beginDistributed(name, fn, opts = {}) {
       const c = await ready();
-      const begun = await request(c, "begin", { ...opts, name });
-      const { tx, sqls, finish, takeWrites } = openTx(c, name, text(begun, "branch"), text(begun, "context"));
+      const branch = newBranchId(c.sidecar);
+      const started = performance.now();
+      let begun: Promise<Reply> | undefined;
+      const begin = () => {
+        if (!begun) {
+          begun = request(c, "begin", { ...opts, name, branch });
+          begun.catch(() => {}); // its error is thrown by whoever waits for it
+        }
+        return begun;
+      };
+      const context = () => {
+        void begin();
+        return contextToken(name, c.sidecar, branch, opts.timeoutMs ?? c.defaultTimeoutMs, opts.traceparent);
+      };
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, context, begin);
       let writes: [string, unknown, boolean][] | undefined;
       try {
         await fn(tx);
         finish();
         await sqls.prepareAll(); // a database that refuses to prepare rolls everything back, rejecting with its SqlError
         writes = await takeWrites();
+        await begun; // a begin that failed (NAME_IN_USE, say) says so itself
       } catch (err) {
         finish();
         await sqls.rollbackAll();
-        await request(c, "rollback", { name, reason: reasonOf(err) }).catch(() => {});
+        if (begun) await request(c, "rollback", { name, branch, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
+      const args: Args<"prepare"> = begun ? { name, branch } : { name, branch, begin: { ...opts, elapsedMs: Math.round(performance.now() - started) } };
+      if (writes) args.writes = writes;
       try {
-        return (await request(c, "prepare", writes ? { name, writes } : { name })) as PrepareResult;
+        return (await request(c, "prepare", args)) as PrepareResult;
       } catch (err) {
         // Refused before the engine saw it (e.g. a value over valueBytesMax): do not leave it active until its timeout.
-        if (err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "rollback", { name, reason: err.message }).catch(() => {});
+        if (begun && err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "rollback", { name, branch, reason: err.message }).catch(() => {});
         throw err;
       }
     },
@@ -464,7 +499,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const joined = await request(c, "join", { token });
       const name = text(joined, "name");
       const branch = text(joined, "branch");
-      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, token);
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, () => token, () => Promise.resolve());
       let result: Awaited<T>;
       let writes: [string, unknown, boolean][] | undefined;
       try {
@@ -528,6 +563,16 @@ interface CallbackFrame extends CallbackCall {
   op: "callback";
   service: string;
   method: string;
+}
+
+/**
+ * An id for begin's branch, chosen here: `<sidecar>.c` + 60 random bits (12 base-36 digits), within the
+ * length SQL gids allow (localBranchCharsMax), never equal to one the sidecar makes (those have a dot).
+ */
+function newBranchId(sidecar: string): string {
+  const [a, b] = crypto.getRandomValues(new Uint32Array(2));
+  const part = (x: number) => (x & 0x3fffffff).toString(36).padStart(6, "0");
+  return `${sidecar}.c${part(a)}${part(b)}`;
 }
 
 function text(reply: Reply, field: string): string {

@@ -3,7 +3,7 @@
 import { chmodSync } from "node:fs";
 import type { Socket, UnixSocketListener } from "bun";
 import type { Logger } from "pino";
-import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
+import { limits, PROTOCOL_VERSION, timing } from "../src/limits.ts";
 import { ErrorCode, type WireError, wireError } from "../src/protocol/errors.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { type ClientRequest, describeZodError, parseClientRequest } from "../src/protocol/messages.ts";
@@ -31,8 +31,8 @@ export interface ClientServerHooks {
   callbackResult(conn: number, answer: Extract<ClientRequest, { op: "callback_result" }>): void;
   /** The links to peer sidecars (dtx peers). */
   peers(): unknown[];
-  /** undefined when requests are accepted; otherwise the error to answer with. */
-  refusal(op: string): WireError | undefined;
+  /** undefined when the request is accepted; otherwise the error to answer with. */
+  refusal(req: ClientRequest): WireError | undefined;
 }
 
 export class ClientServer {
@@ -114,14 +114,14 @@ export class ClientServer {
       if (req.version !== PROTOCOL_VERSION) {
         return this.write(s, { id, ok: false, error: wireError(ErrorCode.PROTOCOL_VERSION, `client speaks protocol ${req.version}, this sidecar speaks ${PROTOCOL_VERSION}; upgrade the older side`) });
       }
-      return this.write(s, { id, ok: true, version: PROTOCOL_VERSION, sidecar: this.hooks.sidecarId });
+      return this.write(s, { id, ok: true, version: PROTOCOL_VERSION, sidecar: this.hooks.sidecarId, defaultTimeoutMs: timing.defaultTimeoutMs });
     }
     if (req.op === "peers") return this.write(s, { id, ok: true, peers: this.hooks.peers() });
     if (req.op === "callback_result") {
       this.hooks.callbackResult(s.data.id, req);
       return this.write(s, { id, ok: true });
     }
-    const refusal = this.hooks.refusal(req.op);
+    const refusal = this.hooks.refusal(req);
     if (!refusal && req.op === "register") {
       this.hooks.register(s.data.id, req.service);
       return this.write(s, { id, ok: true, service: req.service });

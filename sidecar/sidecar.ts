@@ -129,9 +129,10 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     register: (conn, service) => services.register(service, conn),
     peers: () => federation.peers(),
     callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
-    refusal: (op) => {
+    refusal: (req) => {
       if (draining) return wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement");
-      if (storage.low && newWork.has(op)) {
+      // A prepare that carries its begin is new work too.
+      if (storage.low && (newWork.has(req.op) || (req.op === "prepare" && req.begin))) {
         return wireError(ErrorCode.STORAGE_FULL, `less than ${config.storageReserveMb} MiB free in ${dataDir}; new transactions are refused until space returns (work already acknowledged continues)`);
       }
       return undefined;

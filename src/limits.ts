@@ -19,4 +19,7 @@ export const timing = {
   retentionMs: 24 * 60 * 60 * 1000,
 } as const;
 
-export const PROTOCOL_VERSION = 1;
+/** The client protocol (hello). 2: begin's branch may be chosen by the client, and prepare may carry the begin. */
+export const PROTOCOL_VERSION = 2;
+/** What sidecars speak to each other (challenge/auth). */
+export const FEDERATION_VERSION = 1;

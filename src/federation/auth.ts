@@ -3,7 +3,7 @@
 // peer sends reaches the engine before both proofs have been checked.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { PROTOCOL_VERSION } from "../limits.ts";
+import { FEDERATION_VERSION } from "../limits.ts";
 import { sidecarId } from "../protocol/messages.ts";
 
 export const nonceHexLength = 32;
@@ -38,7 +38,7 @@ export function newNonce(): string {
 }
 
 /** HMAC-SHA256(secret, nonce + id + protocolVersion), hex. The nonce has a fixed length, so the concatenation is unambiguous. */
-export function peerMac(secret: string, nonceHex: string, id: string, protocolVersion: number = PROTOCOL_VERSION): string {
+export function peerMac(secret: string, nonceHex: string, id: string, protocolVersion: number = FEDERATION_VERSION): string {
   return createHmac("sha256", secret).update(`${nonceHex}${id}${protocolVersion}`).digest("hex");
 }
 

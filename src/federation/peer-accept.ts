@@ -2,7 +2,7 @@
 // /v1/federation): send a challenge, check the dialer's proof, prove our own
 // secret back, and only then hand the link to the federation.
 import type { ServerWebSocket, WebSocketHandler } from "bun";
-import { limits, PROTOCOL_VERSION } from "../limits.ts";
+import { limits, FEDERATION_VERSION } from "../limits.ts";
 import { describeZodError } from "../protocol/messages.ts";
 import { decodeBody, encodeBody } from "../protocol/frame.ts";
 import { authMessage, CloseCode, isLoopbackAddress, macMatches, newNonce, peerMac } from "./auth.ts";
@@ -48,7 +48,7 @@ export function acceptHandlers(ctx: LinkContext): WebSocketHandler<AcceptedSocke
         () => refuse(ws, CloseCode.unauthorized, `unauthorized: no auth message within ${federationLimits.authTimeoutMs} ms`),
         federationLimits.authTimeoutMs,
       );
-      ws.sendBinary(encodeBody({ t: "challenge", v: PROTOCOL_VERSION, id: self, nonce: ws.data.nonce }));
+      ws.sendBinary(encodeBody({ t: "challenge", v: FEDERATION_VERSION, id: self, nonce: ws.data.nonce }));
     },
 
     message(ws, data) {
@@ -67,8 +67,8 @@ export function acceptHandlers(ctx: LinkContext): WebSocketHandler<AcceptedSocke
       const auth = authMessage.safeParse(body);
       if (!auth.success) return refuse(ws, CloseCode.unauthorized, `unauthorized: the first message must be {t:"auth"} (${describeZodError(auth.error)})`, claimed);
       const a = auth.data;
-      if (a.v !== PROTOCOL_VERSION) {
-        return refuse(ws, CloseCode.protocolVersion, `PROTOCOL_VERSION: peer speaks federation v${a.v}, sidecar ${self} speaks v${PROTOCOL_VERSION}`, a.id);
+      if (a.v !== FEDERATION_VERSION) {
+        return refuse(ws, CloseCode.protocolVersion, `PROTOCOL_VERSION: peer speaks federation v${a.v}, sidecar ${self} speaks v${FEDERATION_VERSION}`, a.id);
       }
       if (!macMatches(peerMac(secret, s.nonce, a.id), a.mac)) {
         return refuse(ws, CloseCode.unauthorized, `unauthorized: wrong mac for peer ${a.id} (check both sidecars use the same --secret-file)`, a.id);

@@ -1,7 +1,7 @@
 // The link this sidecar dials to one configured peer: connect, prove our
 // secret and check the peer's proof, carry messages, and on any loss
 // reconnect with exponential backoff and jitter until stopped.
-import { PROTOCOL_VERSION } from "../limits.ts";
+import { FEDERATION_VERSION } from "../limits.ts";
 import { decodeBody, encodeBody } from "../protocol/frame.ts";
 import { CloseCode, challengeMessage, macMatches, newNonce, peerMac, welcomeMessage } from "./auth.ts";
 import { binaryBytes, closeReason, federationLimits, type Link, type LinkContext } from "./link.ts";
@@ -91,11 +91,11 @@ export class PeerLink {
       if (t === "challenge") {
         const c = challengeMessage.safeParse(body);
         if (!c.success) return refuse(CloseCode.badHandshake, `bad challenge from ${this.url}`);
-        if (c.data.v !== PROTOCOL_VERSION) {
-          return refuse(CloseCode.protocolVersion, `PROTOCOL_VERSION: ${this.peer} speaks federation v${c.data.v}, we speak v${PROTOCOL_VERSION}`);
+        if (c.data.v !== FEDERATION_VERSION) {
+          return refuse(CloseCode.protocolVersion, `PROTOCOL_VERSION: ${this.peer} speaks federation v${c.data.v}, we speak v${FEDERATION_VERSION}`);
         }
         if (c.data.id !== this.peer) return refuse(CloseCode.badHandshake, `${this.url} answered as sidecar ${c.data.id}, but --peer names it ${this.peer}`);
-        ws.send(encodeBody({ t: "auth", v: PROTOCOL_VERSION, id: self, mac: peerMac(secret, c.data.nonce, self), nonce: myNonce }));
+        ws.send(encodeBody({ t: "auth", v: FEDERATION_VERSION, id: self, mac: peerMac(secret, c.data.nonce, self), nonce: myNonce }));
         return;
       }
       if (t === "welcome") {

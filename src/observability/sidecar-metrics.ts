@@ -28,7 +28,8 @@ export class SidecarMetrics {
   input(input: Input): void {
     if (input.k !== "client") return;
     const op = input.req.op;
-    if (op === "begin") this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
+    // A callback that only wrote is begun by its prepare (client/index.ts).
+    if (op === "begin" || (op === "prepare" && input.req.begin)) this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
     if (op === "o_execute") this.m.counter("dtx_orchestrations_executed_total", "Orchestrated transactions executed (protocol chosen at execute).", {});
     this.requestsByOp[op] = (this.requestsByOp[op] ?? 0) + 1;
   }

@@ -39,24 +39,36 @@ export type TxnState = z.infer<typeof txnState>;
 /** Writes the client buffered during a callback, sent with prepare/end: [key, value, deleted]. */
 const branchWrites = z.array(z.tuple([key, z.unknown(), z.boolean()])).max(limits.opsPerBranchMax);
 
+/**
+ * What begin takes besides the name. `branch` (on begin and prepare) is an id the client chose for
+ * begin's branch: with it the client knows the branch and its context token before begin is answered.
+ */
+const beginOptions = {
+  protocol: protocolChoice.optional(),
+  consistency: consistency.optional(),
+  availability: availability.optional(),
+  timeoutMs: durationMs.optional(),
+  preparedTimeoutMs: durationMs.optional(),
+  traceparent: z.string().max(128).optional(),
+};
+
 export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
-  z.object({
-    id: reqId,
-    op: z.literal("begin"),
-    name: txnName,
-    protocol: protocolChoice.optional(),
-    consistency: consistency.optional(),
-    availability: availability.optional(),
-    timeoutMs: durationMs.optional(),
-    preparedTimeoutMs: durationMs.optional(),
-    traceparent: z.string().max(128).optional(),
-  }),
+  z.object({ id: reqId, op: z.literal("begin"), name: txnName, branch: branchId.optional(), ...beginOptions }),
   z.object({ id: reqId, op: z.literal("join"), token: z.string().min(1).max(2048) }),
   z.object({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
   z.object({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
   z.object({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
-  z.object({ id: reqId, op: z.literal("prepare"), name: txnName, writes: branchWrites.optional() }),
+  // `branch`: begin's branch, so a prepare never reaches another transaction of the same name.
+  // `begin`: the callback never needed the sidecar, so it was not begun yet: begin and prepare in one request.
+  z.object({
+    id: reqId,
+    op: z.literal("prepare"),
+    name: txnName,
+    branch: branchId.optional(),
+    writes: branchWrites.optional(),
+    begin: z.object({ ...beginOptions, elapsedMs: z.number().int().nonnegative().max(7 * 24 * 3600 * 1000) }).optional(),
+  }),
   z.object({
     id: reqId,
     op: z.literal("end"),
@@ -67,7 +79,7 @@ export const clientRequest = z.discriminatedUnion("op", [
     writes: branchWrites.optional(),
   }),
   z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
-  z.object({ id: reqId, op: z.literal("rollback"), name: txnName, reason: z.string().max(1000).optional() }),
+  z.object({ id: reqId, op: z.literal("rollback"), name: txnName, branch: branchId.optional(), reason: z.string().max(1000).optional() }),
   z.object({ id: reqId, op: z.literal("status"), name: txnName }),
   // SQL branches: register a database for this branch (logged before the reply), then report it prepared.
   z.object({ id: reqId, op: z.literal("sql_open"), name: txnName, branch: branchId, db: sqlDbName }),
@@ -131,7 +143,8 @@ const traceparent = z.string().max(128).optional();
 export const peerMessage = z.discriminatedUnion("t", [
   z.object({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
   z.object({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
-  z.object({ t: z.literal("enlist_refused"), traceparent, name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000) }),
+  // unknown: the coordinator holds no transaction of that name (yet: its begin may still be on the way).
+  z.object({ t: z.literal("enlist_refused"), traceparent, name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000), unknown: z.boolean().optional() }),
   z.object({ t: z.literal("prepare"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   z.object({
     t: z.literal("vote"),

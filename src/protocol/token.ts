@@ -17,6 +17,11 @@ export function encodeToken(t: ContextToken): string {
   return Buffer.from(JSON.stringify(t)).toString("base64url");
 }
 
+/** The token of a transaction begun on `coordinator` with `branch` as its own branch. The sidecar and the client make the same one. */
+export function contextToken(name: string, coordinator: string, branch: string, timeoutMs: number, traceparent?: string): string {
+  return encodeToken({ v: 1, name, coordinator, timeoutMs, traceparent, incarnation: branch });
+}
+
 export function decodeToken(token: string): ContextToken | undefined {
   try {
     const parsed = tokenSchema.safeParse(JSON.parse(Buffer.from(token, "base64url").toString("utf8")));

@@ -8,10 +8,10 @@
 // its own node, so a single sidecar and a federation run the same code.
 import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
 import type { PeerMessage, TxnState } from "../protocol/messages.ts";
-import { decodeToken, encodeToken } from "../protocol/token.ts";
+import { contextToken, decodeToken } from "../protocol/token.ts";
 import { limits, timing } from "../limits.ts";
 import { LockTable, staleRead } from "../store/locks.ts";
-import { formatGid, type SqlKind } from "../protocol/sql-branch.ts";
+import { formatGid, localBranchCharsMax, type SqlKind } from "../protocol/sql-branch.ts";
 import type { BranchRef, BranchSummary, CoordinatorSummary, LogRecord, Outcome, Protocol, SqlResourceRef, Write } from "../wal/records.ts";
 import { isTerminal } from "../wal/records.ts";
 import type { OrchestrationSummary } from "../wal/orchestration-records.ts";
@@ -78,6 +78,8 @@ export interface Branch {
   traceparent?: string;
   /** The incarnation named by the token this branch joined with. */
   incarnation?: string;
+  /** When its client asked to join (0 for begin's own branch). */
+  joinedAt: number;
   /** Databases this branch runs SQL in; it votes yes only once every one reported prepared. */
   resources: (SqlResourceRef & { prepared: boolean })[];
 }
@@ -227,8 +229,14 @@ export class Node {
 
   private onClient(req: ClientInput, from: ReplyTo, now: number) {
     switch (req.op) {
-      case "begin":
-        return this.begin(req, from, now);
+      case "begin": {
+        const c = this.begin(req, from, now);
+        // Nothing here was logged, nor depends on what an earlier step logged and has not made durable yet (the
+        // name check reads memory; a crash forgets this transaction either way): the reply need not wait for the
+        // previous transaction's last records, which would add a sync to every begin at low load.
+        if (c) this.ok(from, { name: c.name, branch: c.ownBranch, context: contextToken(c.name, this.id, c.ownBranch!, c.timeoutMs, c.traceparent), protocol: c.protocol }, "immediate");
+        return;
+      }
       case "join":
         return this.join(req.token, from, now);
       case "get":
@@ -237,13 +245,13 @@ export class Node {
       case "delete":
         return this.write(req, from);
       case "prepare":
-        return this.prepare(req.name, from, now, req.writes);
+        return this.prepare(req, from, now);
       case "end":
         return this.end(req, from, now);
       case "commit":
         return this.decide(req.name, "commit", from, now);
       case "rollback":
-        return this.decide(req.name, "rollback", from, now, req.reason);
+        return this.decide(req.name, "rollback", from, now, req.reason, req.branch);
       case "status":
         return this.status(req.name, from);
       case "sql_open":
@@ -279,25 +287,35 @@ export class Node {
     return (!!c && !isTerminal(c.state)) || this.orchestrator.active(name);
   }
 
-  private begin(req: Extract<ClientInput, { op: "begin" }>, from: ReplyTo, now: number) {
+  /** Open a transaction and its own branch; on a refusal, answer `from` and return undefined. `branch`: an id the client chose. */
+  private begin(req: Omit<Extract<ClientInput, { op: "begin" }>, "id" | "op">, from: ReplyTo, now: number): Coord | undefined {
     if (this.orchestrator.active(req.name)) {
-      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is an active orchestrated transaction`));
+      return void this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is an active orchestrated transaction`));
     }
     // Every unfinished transaction is in memory (recovery loads them), so memory answers NAME_IN_USE.
     const existing = this.coords.get(req.name);
     if (existing && !isTerminal(existing.state)) {
-      return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
+      return void this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
     }
     if (this.coords.size >= limits.inflightTxnsMax) {
-      return this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than inflightTxnsMax (${limits.inflightTxnsMax}) transactions in flight; retry later`));
+      return void this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than inflightTxnsMax (${limits.inflightTxnsMax}) transactions in flight; retry later`));
     }
     const chosen = selectProtocol(req.protocol ?? "2pc", { consistency: req.consistency, availability: req.availability }, []);
-    if (!chosen.ok) return this.fail(from, chosen.error);
+    if (!chosen.ok) return void this.fail(from, chosen.error);
     if (chosen.protocol !== "2pc") {
-      return this.fail(from, wireError(ErrorCode.PROTOCOL_UNSUPPORTED, "beginDistributed runs 2PC; use createTransaction for Sagas"));
+      return void this.fail(from, wireError(ErrorCode.PROTOCOL_UNSUPPORTED, "beginDistributed runs 2PC; use createTransaction for Sagas"));
+    }
+    if (req.branch !== undefined) {
+      const local = req.branch.startsWith(`${this.id}.`) ? req.branch.slice(this.id.length + 1) : "";
+      if (!/^[A-Za-z0-9_-]+$/.test(local) || local.length > localBranchCharsMax) {
+        return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, `branch: must be "${this.id}." and 1 to ${localBranchCharsMax} of [A-Za-z0-9_-]`));
+      }
+      if (this.branches.has(bkey(req.name, req.branch))) {
+        return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, `branch: ${req.branch} is already a branch of "${req.name}" here; choose a fresh id`));
+      }
     }
     const timeoutMs = req.timeoutMs ?? timing.defaultTimeoutMs;
-    const branchId = this.newBranchId();
+    const branchId = req.branch ?? this.newBranchId();
     const c: Coord = {
       name: req.name,
       protocol: "2pc",
@@ -318,11 +336,7 @@ export class Node {
     this.addCoord(c);
     this.addBranch(this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
     if (req.traceparent) this.traces.set(req.name, req.traceparent);
-    const context = encodeToken({ v: 1, name: req.name, coordinator: this.id, timeoutMs, traceparent: req.traceparent, incarnation: branchId });
-    // Nothing here was logged, nor depends on what an earlier step logged and has not made durable yet (the
-    // name check reads memory; a crash forgets this transaction either way): the reply need not wait for the
-    // previous transaction's last records, which would add a sync to every begin at low load.
-    this.ok(from, { name: req.name, branch: branchId, context, protocol: c.protocol }, "immediate");
+    return c;
   }
 
   private join(token: string, from: ReplyTo, now: number) {
@@ -331,6 +345,7 @@ export class Node {
     const branchId = this.newBranchId();
     const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
     b.joinWaiter = from;
+    b.joinedAt = now;
     this.addBranch(b);
     b.incarnation = t.incarnation;
     if (t.traceparent) this.traces.set(t.name, t.traceparent);
@@ -386,15 +401,31 @@ export class Node {
     return undefined;
   }
 
-  /** The coordinator's client finished its callback: prepare every branch. */
-  private prepare(name: string, from: ReplyTo, now: number, writes?: [string, unknown, boolean][]) {
+  /**
+   * The coordinator's client finished its callback: prepare every branch. With `begin`, the callback never
+   * needed the sidecar and the transaction is begun here, as if `elapsedMs` ago (its timeout counts from then).
+   */
+  private prepare(req: Extract<ClientInput, { op: "prepare" }>, from: ReplyTo, now: number) {
+    const { name, writes, branch } = req;
+    if (req.begin) {
+      const { elapsedMs, ...opts } = req.begin;
+      const begun = this.begin({ ...opts, name, branch }, from, now - elapsedMs);
+      if (!begun) return;
+      if (now >= begun.deadline) {
+        this.abort(begun, `timed out after ${begun.timeoutMs} ms before every branch prepared`, undefined, false, now);
+        return this.fail(from, abortedError(name, begun.reason));
+      }
+    }
     const c = this.coords.get(name);
-    if (!c) {
+    if (!c || (branch !== undefined && c.ownBranch !== branch)) {
       // Rolled back before its client asked to prepare (a branch voted no when its callback ended) and already
       // forgotten from memory: the log still says why.
       const s = this.reader.coordinator(name);
-      if (s?.state === "rolled_back") return this.fail(from, s.conflict ? conflictError(name, s.reason, s.participant) : abortedError(name, s.reason, s.participant));
-      return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}" coordinated by sidecar ${this.id}`));
+      if (s?.state === "rolled_back" && (branch === undefined || s.branches.some((b) => b.id === branch))) {
+        return this.fail(from, s.conflict ? conflictError(name, s.reason, s.participant) : abortedError(name, s.reason, s.participant));
+      }
+      const which = branch === undefined ? "" : ` with branch ${branch}`;
+      return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no active transaction "${name}"${which} coordinated by sidecar ${this.id}`));
     }
     switch (c.state) {
       case "active":
@@ -510,8 +541,14 @@ export class Node {
     this.prepareBranch(b, now);
   }
 
-  private decide(name: string, outcome: Outcome, from: ReplyTo, now: number, reason?: string) {
+  /** `branch`: begin's branch, given by a client rolling back its own transaction; never another one of the same name. */
+  private decide(name: string, outcome: Outcome, from: ReplyTo, now: number, reason?: string, branch?: string) {
     const c = this.coords.get(name);
+    if (branch !== undefined && c?.ownBranch !== branch) {
+      const s = this.reader.coordinator(name);
+      if (s?.state === "rolled_back" && s.branches.some((b) => b.id === branch)) return this.replyDecided(from, name, s.state, s.protocol, outcome, s.reason, s.participant);
+      return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" with branch ${branch} coordinated by sidecar ${this.id}`));
+    }
     if (!c) {
       const s = this.reader.coordinator(name);
       if (s && (s.state === "committed" || s.state === "rolled_back")) return this.replyDecided(from, name, s.state, s.protocol, outcome, s.reason, s.participant);
@@ -711,9 +748,12 @@ export class Node {
       // A token of an earlier transaction with the same name must not join this one.
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `the token belongs to an earlier transaction named "${msg.name}"` });
     }
-    if (!c || c.state !== "active") {
-      const why = c ? `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` : `sidecar ${this.id} coordinates no active transaction "${msg.name}"`;
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why });
+    if (!c) {
+      const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}"`;
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+    }
+    if (c.state !== "active") {
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` });
     }
     if (c.branches.size >= limits.branchesPerTxnMax) {
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches` });
@@ -837,6 +877,13 @@ export class Node {
       b.state = "active";
       b.lastContact = now;
       if (waiter) this.ok(waiter, { name: b.name, branch: b.id, coordinator: b.coordinator });
+      return;
+    }
+    if (msg.unknown && now - b.joinedAt < timing.resendMs) {
+      // The token can travel faster than its begin (the client sends begin without waiting for it):
+      // a coordinator that does not know the name yet is asked again at the next tick, for a while.
+      b.joinWaiter = waiter;
+      b.lastContact = now - timing.resendMs;
       return;
     }
     this.abortBranch(b, now);
@@ -1134,6 +1181,7 @@ export class Node {
       applied: false,
       traceparent,
       resources: [],
+      joinedAt: 0,
     };
   }
 }

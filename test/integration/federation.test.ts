@@ -9,7 +9,7 @@ import pino from "pino";
 import { peerMac } from "../../src/federation/auth.ts";
 import { Federation } from "../../src/federation/federation.ts";
 import { federationLimits } from "../../src/federation/link.ts";
-import { PROTOCOL_VERSION } from "../../src/limits.ts";
+import { FEDERATION_VERSION, PROTOCOL_VERSION } from "../../src/limits.ts";
 import { decodeBody, encodeBody } from "../../src/protocol/frame.ts";
 import { freePorts, peersOf, waitForLinks } from "../helpers/federation.ts";
 import { SidecarProcess, tempDir, waitFor } from "../helpers/sidecar-process.ts";
@@ -227,7 +227,7 @@ class RawPeer {
   /** Run the dialer's half of the handshake as `id` with `key`; resolves with the challenge. */
   async authenticate(id: string, key: string): Promise<Record<string, unknown>> {
     const challenge = await this.next("challenge");
-    this.send({ t: "auth", v: PROTOCOL_VERSION, id, mac: peerMac(key, challenge.nonce as string, id), nonce: "0123456789abcdef0123456789abcdef" });
+    this.send({ t: "auth", v: FEDERATION_VERSION, id, mac: peerMac(key, challenge.nonce as string, id), nonce: "0123456789abcdef0123456789abcdef" });
     return challenge;
   }
 }
@@ -278,7 +278,7 @@ describe("peer authentication", () => {
   test("the accepting side proves the secret too: its welcome carries a mac over the dialer's nonce", async () => {
     const raw = await RawPeer.open(B.port);
     const challenge = await raw.authenticate("X", secret);
-    expect(challenge).toMatchObject({ t: "challenge", v: PROTOCOL_VERSION, id: "B" });
+    expect(challenge).toMatchObject({ t: "challenge", v: FEDERATION_VERSION, id: "B" });
     const welcome = await raw.next("welcome");
     expect(welcome).toEqual({ t: "welcome", id: "B", mac: peerMac(secret, "0123456789abcdef0123456789abcdef", "B") });
     raw.ws.close();
@@ -348,7 +348,7 @@ describe("the dialing side checks the accepting side's proof", () => {
       port: 0,
       fetch: (req, server) => (server.upgrade(req) ? undefined : new Response("no", { status: 400 })),
       websocket: {
-        open: (ws) => void ws.sendBinary(encodeBody({ t: "challenge", v: PROTOCOL_VERSION, id: "B", nonce: "00112233445566778899aabbccddeeff" })),
+        open: (ws) => void ws.sendBinary(encodeBody({ t: "challenge", v: FEDERATION_VERSION, id: "B", nonce: "00112233445566778899aabbccddeeff" })),
         message: (ws, data) => {
           const auth = decodeBody(data as Uint8Array) as { nonce: string };
           ws.sendBinary(encodeBody({ t: "welcome", id: "B", mac: peerMac("guessed", auth.nonce, "B") }));

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Client, connect } from "../../client/index.ts";
-import { PROTOCOL_VERSION } from "../../src/limits.ts";
+import { FEDERATION_VERSION, PROTOCOL_VERSION } from "../../src/limits.ts";
 import { peerMac } from "../../src/federation/auth.ts";
 import { ErrorCode } from "../../src/protocol/errors.ts";
 import { decodeBody, encodeBody, FrameDecoder } from "../../src/protocol/frame.ts";
@@ -59,7 +59,7 @@ function template(i: number): Record<string, unknown> {
     { id: i, op: "o_create", name, consistency: "eventual" },
     { id: i, op: "o_add", name, participant: { participantId: "p", endpoint: "http://127.0.0.1:1/x" } },
     { id: i, op: "resolve", name, outcome: "commit" },
-    { id: i, op: "hello", version: 1 },
+    { id: i, op: "hello", version: PROTOCOL_VERSION },
   ]);
 }
 
@@ -169,7 +169,7 @@ test(`100,000 random and mutated frames (seed ${seed}): no crash, every bad one 
   ws.onmessage = (ev) => inbound.push(decodeBody(new Uint8Array(ev.data as ArrayBuffer)) as Record<string, unknown>);
   await waitFor(() => inbound.some((m) => m.t === "challenge"), 5_000, "challenge");
   const challenge = inbound.find((m) => m.t === "challenge")!;
-  ws.send(encodeBody({ t: "auth", v: PROTOCOL_VERSION, id: "X", mac: peerMac(secret, challenge.nonce as string, "X"), nonce: "0123456789abcdef0123456789abcdef" }));
+  ws.send(encodeBody({ t: "auth", v: FEDERATION_VERSION, id: "X", mac: peerMac(secret, challenge.nonce as string, "X"), nonce: "0123456789abcdef0123456789abcdef" }));
   await waitFor(() => inbound.some((m) => m.t === "welcome"), 5_000, "welcome");
   const peerTemplates = [
     { t: "enlist", name: "fz-1", branch: "X.a.1", from: "X" },

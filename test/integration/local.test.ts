@@ -1,6 +1,6 @@
 // One real sidecar process, real clients over the real Unix socket.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type Client, connect, NameInUseError, ProtocolError, TransactionAbortedError, TransactionConflictError } from "../../client/index.ts";
+import { type Client, connect, NameInUseError, NotFoundError, ProtocolError, TransactionAbortedError, TransactionConflictError } from "../../client/index.ts";
 import { beginAndHang } from "../helpers/hanging.ts";
 import { SidecarProcess, waitFor } from "../helpers/sidecar-process.ts";
 
@@ -52,6 +52,7 @@ describe("local distributed transactions", () => {
   test("a buffered write the sidecar refuses fails the transaction with its code and leaves nothing active", async () => {
     const err = await dtx
       .beginDistributed("too-big-1", async (tx) => {
+        await tx.get("small"); // begun before its prepare: the refusal must roll it back
         await tx.put("small", 1);
         await tx.put("big", "x".repeat(2 * 1024 * 1024)); // over valueBytesMax: refused when the writes travel with prepare
       })
@@ -75,12 +76,23 @@ describe("local distributed transactions", () => {
     const boom = new Error("payment declined");
     await expect(
       dtx.beginDistributed("throw-1", async (tx) => {
+        await tx.get("orders/3");
         await tx.put("orders/3", 3);
         throw boom;
       }),
     ).rejects.toBe(boom);
     await waitFor(async () => (await dtx.status("throw-1")).state === "rolled_back", 5_000, "throw-1 rolled back");
     expect(await dtx.get("orders/3")).toBeUndefined();
+  });
+
+  test("a callback that only writes is begun by its prepare: if it throws, the sidecar never hears of it", async () => {
+    const boom = new Error("payment declined");
+    await expect(dtx.beginDistributed("throw-2", (tx) => tx.put("orders/4", 4).then(() => Promise.reject(boom)))).rejects.toBe(boom);
+    await expect(dtx.status("throw-2")).rejects.toBeInstanceOf(NotFoundError);
+    await dtx.beginDistributed("write-only-1", (tx) => tx.put("orders/5", 5));
+    expect((await dtx.status("write-only-1")).state).toBe("prepared");
+    await dtx.commitDistributed("write-only-1");
+    expect(await dtx.get("orders/5")).toBe(5);
   });
 
   test("committing again returns the same result; committing a rolled-back name is refused", async () => {
@@ -97,7 +109,8 @@ describe("local distributed transactions", () => {
     const entered = new Promise<void>((r) => (inside = r));
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    const first = dtx.beginDistributed("dup-1", async () => {
+    const first = dtx.beginDistributed("dup-1", async (tx) => {
+      void tx.context; // handing out the token begins it on the sidecar
       inside();
       await held;
     });
@@ -162,6 +175,7 @@ describe("local distributed transactions", () => {
       .beginDistributed(
         "to-1",
         async (tx) => {
+          await tx.get("to/1");
           await tx.put("to/1", 1);
           await waitFor(async () => (await dtx.status("to-1")).state === "rolled_back", 5_000, "to-1 rolled back by timeout");
         },
@@ -171,6 +185,23 @@ describe("local distributed transactions", () => {
     expect(err).toBeInstanceOf(TransactionAbortedError);
     expect(err.message).toContain("timed out");
     expect(await dtx.get("to/1")).toBeUndefined();
+  });
+
+  test("timeoutMs counts from the call also when the begin travels with the prepare", async () => {
+    const err = await dtx
+      .beginDistributed(
+        "to-2",
+        async (tx) => {
+          await tx.put("to/2", 2);
+          await Bun.sleep(150); // the callback outlives its timeout: that is the case under test
+        },
+        { timeoutMs: 100 },
+      )
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(TransactionAbortedError);
+    expect(err.message).toContain("timed out");
+    expect((await dtx.status("to-2")).state).toBe("rolled_back");
+    expect(await dtx.get("to/2")).toBeUndefined();
   });
 
   test("another client on the same sidecar joins with tx.context and commits as one", async () => {

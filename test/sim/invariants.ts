@@ -263,7 +263,12 @@ export class Checker {
           if (!ref.readonly && bs?.state !== "committed") this.fail("1", `${t.name} committed, but branch ${ref.id} on ${ref.sidecar} ended ${bs?.state ?? "forgotten"}`);
         }
         for (const [k, d] of t.deltas) expected.set(k, (expected.get(k) ?? 0) + d);
-      } else {
+      }
+      if (t.receipt) {
+        const got = this.sim.node(t.coordinator).wal.kvGet(t.receipt.key)?.value;
+        if (got !== (committed ? t.receipt.value : undefined)) this.fail("6", `${t.name} ended ${cs?.state ?? "forgotten"}, but its receipt ${t.receipt.key} is ${got}`);
+      }
+      if (!committed) {
         for (const [branch, node] of this.branchesOf.get(t.name) ?? []) {
           if (this.durableBranch(node, t.name, branch)?.state === "committed") this.fail("1", `${t.name} ended ${cs?.state ?? "forgotten"}, but branch ${branch} on ${node} committed`);
         }

@@ -8,6 +8,7 @@
 //
 // Each transaction records what its client was told, for invariant 6.
 import { ErrorCode } from "../../src/protocol/errors.ts";
+import { contextToken } from "../../src/protocol/token.ts";
 import type { Outcome } from "../../src/wal/records.ts";
 import type { Answer, Conn, Request, Sim } from "./simulator.ts";
 
@@ -29,6 +30,12 @@ export interface TxnRecord {
   /** The client flow ended (finished, gave up, or stalled on purpose). */
   done: boolean;
   abandoned: boolean;
+  /** Begin's branch id, when the client chose it (then prepare and rollback name it). */
+  ownBranch?: string;
+  /** A blind transaction is begun by its prepare (the client library's path for a callback that only writes). */
+  carriedBegin?: { timeoutMs: number; preparedTimeoutMs?: number; elapsedMs: number };
+  /** What a blind transaction writes on its coordinator: there iff it committed. */
+  receipt?: { key: string; value: number };
 }
 
 type Ok = Extract<Answer, { ok: true }>;
@@ -97,15 +104,11 @@ export class Bank {
     const conn = this.sim.openConn(t.coordinator);
     // Some transactions let the coordinator roll them back if no decision comes in time after prepare.
     const preparedTimeoutMs = rng.chance(0.2) ? rng.range(50, 1_000) : undefined;
-    this.call(t, conn, { op: "begin", name: t.name, timeoutMs: rng.range(300, 2_000), preparedTimeoutMs }, (a) => {
-      if (isLost(a)) {
-        t.mustNotCommit = "its coordinator died before begin was answered";
-        return this.finish(t);
-      }
-      if (!isOk(a)) return this.unexpected(t, "begin", a);
-      const branch = a.branch as string;
+    const timeoutMs = rng.range(300, 2_000);
+    if (joins === 0 && rng.chance(0.2)) return this.blind(t, conn, amount, timeoutMs, preparedTimeoutMs);
+    // Like beginDistributed: prepare when the callback (own work, then the joined service) is done; roll back if it throws.
+    const run = (branch: string, context: string) => {
       t.branches.set(branch, { node: t.coordinator, joined: false, wrote: false });
-      // Like beginDistributed: prepare when the callback (own work, then the joined service) is done; roll back if it throws.
       let waiting = 1 + joiners.length;
       let decided = false;
       const sideDone = (ok: boolean, ownSide: boolean) => {
@@ -122,8 +125,36 @@ export class Bank {
         }
       };
       this.transfer(t, conn, branch, t.coordinator, -amount, false, (r) => sideDone(r === "ok", true));
-      for (const j of joiners) this.joinSide(t, a.context as string, j.node, j.share, j.readOnly, (ok) => sideDone(ok, false));
+      for (const j of joiners) this.joinSide(t, context, j.node, j.share, j.readOnly, (ok) => sideDone(ok, false));
+    };
+    if (rng.chance(0.5)) {
+      // As the client library does: the branch id is chosen here and the callback runs without waiting for
+      // begin's answer, so the token may reach a joined service's sidecar (and its enlist the coordinator) first.
+      t.ownBranch = `${t.coordinator}.c${t.name}`;
+      this.call(t, conn, { op: "begin", name: t.name, branch: t.ownBranch, timeoutMs, preparedTimeoutMs }, (a) => {
+        if (isLost(a)) t.mustNotCommit ??= "its coordinator died before begin was answered";
+        else if (!isOk(a)) this.unexpected(t, "begin", a);
+      });
+      return run(t.ownBranch, contextToken(t.name, t.coordinator, t.ownBranch, timeoutMs));
+    }
+    this.call(t, conn, { op: "begin", name: t.name, timeoutMs, preparedTimeoutMs }, (a) => {
+      if (isLost(a)) {
+        t.mustNotCommit = "its coordinator died before begin was answered";
+        return this.finish(t);
+      }
+      if (!isOk(a)) return this.unexpected(t, "begin", a);
+      run(a.branch as string, a.context as string);
     });
+  }
+
+  /** A callback that only writes (a receipt): the client library sends no begin, its prepare carries it. */
+  private blind(t: TxnRecord, conn: Conn, amount: number, timeoutMs: number, preparedTimeoutMs?: number): void {
+    t.ownBranch = `${t.coordinator}.c${t.name}`;
+    t.receipt = { key: `rcpt/${t.name}`, value: amount };
+    // The callback may have run past the timeout: then the prepare must roll it back.
+    t.carriedBegin = { timeoutMs, preparedTimeoutMs, elapsedMs: this.sim.rng.int(timeoutMs + timeoutMs / 4) };
+    t.branches.set(t.ownBranch, { node: t.coordinator, joined: false, wrote: true, writes: [[t.receipt.key, amount, false]] });
+    this.prepare(t, conn);
   }
 
   private fault(p: number): boolean {
@@ -227,7 +258,7 @@ export class Bank {
 
   /** The callback threw: roll back the active transaction, as beginDistributed does. */
   private rollbackActive(t: TxnRecord, conn: Conn): void {
-    this.call(t, conn, { op: "rollback", name: t.name, reason: "the callback threw" }, (a) => {
+    this.call(t, conn, { op: "rollback", name: t.name, branch: t.ownBranch, reason: "the callback threw" }, (a) => {
       if (isOk(a)) t.mustNotCommit ??= "its rollback was acknowledged";
       this.finish(t);
     });
@@ -236,7 +267,7 @@ export class Bank {
   private prepare(t: TxnRecord, conn: Conn): void {
     if (this.fault(this.sim.faults.abandonP)) return this.abandon(t);
     const own = [...t.branches.values()].find((b) => !b.joined);
-    this.call(t, conn, { op: "prepare", name: t.name, writes: own?.writes }, (a) => {
+    this.call(t, conn, { op: "prepare", name: t.name, branch: t.ownBranch, writes: own?.writes, begin: t.carriedBegin }, (a) => {
       if (isLost(a)) return this.resolveLater(t);
       if (isOk(a)) {
         t.prepareAck = true;

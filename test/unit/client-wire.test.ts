@@ -4,6 +4,7 @@ import type { Socket } from "bun";
 import { tmpdir } from "node:os";
 import { connect, OutcomeUnknownError, ProtocolError, TransactionConflictError, type Client } from "../../client/index.ts";
 import { limits, PROTOCOL_VERSION } from "../../src/limits.ts";
+import { contextToken } from "../../src/protocol/token.ts";
 import { encodeFrame, FrameDecoder } from "../../src/protocol/frame.ts";
 
 type Req = { id: number; op: string } & Record<string, any>;
@@ -48,7 +49,7 @@ function fakeSidecar(handle: Handle = () => {}, path = `${tmpdir()}/dtx-client-$
           const req = ev.body as Req;
           requests.push(req);
           const reply = (body: object) => write(s, encodeFrame(body));
-          if (req.op === "hello") reply({ id: req.id, ok: true, version: PROTOCOL_VERSION });
+          if (req.op === "hello") reply({ id: req.id, ok: true, version: PROTOCOL_VERSION, sidecar: "fake", defaultTimeoutMs: 30_000 });
           else handle(req, reply, s);
         }
         for (const w of waiters.filter((w) => w.ready())) {
@@ -308,9 +309,11 @@ describe("client transactions", () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
     let seen: unknown[] = [];
+    let branch = "";
     const result = await dtx.beginDistributed(
       "order-42",
       async (tx) => {
+        branch = tx.branch;
         await tx.put("orders/42", { sku: "A", qty: 1 });
         seen = [tx.name, tx.context, await tx.get("stock/A"), await tx.get("missing"), await tx.get("orders/42")];
         await tx.delete("tmp");
@@ -318,15 +321,17 @@ describe("client transactions", () => {
       { protocol: "2pc", timeoutMs: 5000 },
     );
     expect(result).toEqual({ name: "order-42", state: "prepared", protocol: "2pc" });
+    // The context token is made here, as the sidecar makes it, from its id (hello) and the branch id chosen here.
     // A read of its own write is answered from the buffer, as the sidecar would answer it.
-    expect(seen).toEqual(["order-42", "ctx-token", 9, undefined, { sku: "A", qty: 1 }]);
+    expect(seen).toEqual(["order-42", contextToken("order-42", "fake", branch, 5000), 9, undefined, { sku: "A", qty: 1 }]);
     expect(fake.ops()).toEqual(["hello", "begin", "get", "get", "prepare"]);
     const [, begin] = fake.requests;
-    expect(begin).toEqual({ id: 2, op: "begin", name: "order-42", protocol: "2pc", timeoutMs: 5000 });
+    expect(begin).toEqual({ id: 2, op: "begin", name: "order-42", branch, protocol: "2pc", timeoutMs: 5000 });
     expect(fake.requests[4]).toEqual({
       id: 5,
       op: "prepare",
       name: "order-42",
+      branch,
       writes: [
         ["orders/42", { sku: "A", qty: 1 }, false],
         ["tmp", null, true],
@@ -334,16 +339,54 @@ describe("client transactions", () => {
     });
   });
 
+  test("a callback that only writes is begun and prepared by one request", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    let branch = "";
+    const result = await dtx.beginDistributed(
+      "order-46",
+      (tx) => {
+        branch = tx.branch;
+        return tx.put("orders/46", 1);
+      },
+      { timeoutMs: 5000 },
+    );
+    expect(result).toEqual({ name: "order-46", state: "prepared", protocol: "2pc" });
+    expect(fake.ops()).toEqual(["hello", "prepare"]);
+    expect(fake.requests[1]).toEqual({
+      id: 2,
+      op: "prepare",
+      name: "order-46",
+      branch,
+      begin: { timeoutMs: 5000, elapsedMs: expect.any(Number) },
+      writes: [["orders/46", 1, false]],
+    });
+  });
+
   test("beginDistributed rolls back and rethrows when the callback throws", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
     const boom = new Error("out of stock");
-    const err = await dtx.beginDistributed("order-43", async () => {
+    const err = await dtx.beginDistributed("order-43", async (tx) => {
+      await tx.get("stock/A");
       throw boom;
     }).catch((e) => e);
     expect(err).toBe(boom);
-    expect(fake.ops()).toEqual(["hello", "begin", "rollback"]);
-    expect(fake.requests[2]).toMatchObject({ name: "order-43", reason: "out of stock" });
+    expect(fake.ops()).toEqual(["hello", "begin", "get", "rollback"]);
+    expect(fake.requests[3]).toMatchObject({ name: "order-43", branch: fake.requests[1].branch, reason: "out of stock" });
+    // Nothing was begun on the sidecar: nothing to roll back there.
+    const quiet = await dtx.beginDistributed("order-47", () => Promise.reject(boom)).catch((e) => e);
+    expect(quiet).toBe(boom);
+    expect(fake.ops()).toEqual(["hello", "begin", "get", "rollback"]);
+  });
+
+  test("a begin the sidecar refuses rejects beginDistributed with its error, not a later one's", async () => {
+    const fake = fakeSidecar((req, reply) =>
+      reply(req.op === "begin" ? fail(req, "NAME_IN_USE", "transaction \"order-48\" is prepared") : fail(req, "NOT_FOUND", "no such branch")),
+    );
+    const dtx = await client(fake.path);
+    const err = await dtx.beginDistributed("order-48", (tx) => void tx.context).catch((e) => e);
+    expect(err.code).toBe("NAME_IN_USE");
   });
 
   test("a conflict at prepare rejects beginDistributed with TransactionConflictError", async () => {

@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { timing } from "../../src/limits.ts";
 import type { PeerMessage } from "../../src/protocol/messages.ts";
+import { contextToken } from "../../src/protocol/token.ts";
 import { Node } from "../../src/txn/node.ts";
 import type { ClientInput, Effect } from "../../src/txn/types.ts";
 import { MemoryWal } from "../../src/wal/memory-wal.ts";
@@ -245,6 +246,71 @@ describe("Node: participant", () => {
     // Only the coordinator's answer ends it.
     const decided = b.peer({ t: "decision", name: "p3", branch, from: "A", outcome: "rollback" });
     expect(persisted(decided, "p.end")).toHaveLength(1);
+  });
+});
+
+describe("Node: begin's branch chosen by the client", () => {
+  test("prepare may carry the begin: one request opens, writes and prepares a transaction", () => {
+    const a = new Sidecar("A");
+    const effects = settleSelf(a, a.client({ op: "prepare", name: "t1", branch: "A.cX", writes: [["k", 1, false]], begin: { elapsedMs: 5 } }));
+    expect(reply(effects)).toEqual({ ok: true, name: "t1", state: "prepared", protocol: "2pc" });
+    expect(persisted(effects, "p.prepared")).toHaveLength(1);
+    expect(a.node.coords.get("t1")).toMatchObject({ ownBranch: "A.cX", createdAt: a.now - 5 });
+  });
+
+  test("a begin carried by prepare after its timeout has passed rolls back", () => {
+    const a = new Sidecar("A");
+    const r = reply(settleSelf(a, a.client({ op: "prepare", name: "t1", branch: "A.cX", writes: [["k", 1, false]], begin: { timeoutMs: 100, elapsedMs: 100 } })));
+    expect(r).toMatchObject({ ok: false, error: { code: "TRANSACTION_ABORTED" } });
+    expect(a.node.coords.get("t1")?.state).toBe("rolled_back");
+  });
+
+  test("a carried begin with an active name fails with NAME_IN_USE and leaves that transaction alone", () => {
+    const a = new Sidecar("A");
+    begun(a, "t1");
+    expect(reply(a.client({ op: "prepare", name: "t1", branch: "A.cY", begin: { elapsedMs: 0 } })).error?.code).toBe("NAME_IN_USE");
+    expect(a.node.coords.get("t1")?.state).toBe("active");
+  });
+
+  test("prepare and rollback that name another branch never reach the transaction of the same name", () => {
+    const a = new Sidecar("A");
+    begun(a, "t1");
+    expect(reply(a.client({ op: "prepare", name: "t1", branch: "A.cOther" })).error?.code).toBe("NOT_FOUND");
+    expect(reply(a.client({ op: "rollback", name: "t1", branch: "A.cOther" })).error?.code).toBe("NOT_FOUND");
+    expect(a.node.coords.get("t1")?.state).toBe("active");
+  });
+
+  test("a begin with the id of a branch this name already has, or with an id not of this sidecar, is refused", () => {
+    const a = new Sidecar("A");
+    expect(reply(a.client({ op: "begin", name: "t0", branch: "B.cX" })).error?.code).toBe("BAD_REQUEST");
+    expect(reply(a.client({ op: "begin", name: "t0", branch: "A.c.toolongforagid" })).error?.code).toBe("BAD_REQUEST");
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).ok).toBe(true);
+    expect(reply(settleSelf(a, a.client({ op: "rollback", name: "t1", branch: "A.cX" }))).ok).toBe(true);
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).error?.code).toBe("BAD_REQUEST");
+  });
+
+  test("a join whose token overtook its begin is enlisted once the begin arrives", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const token = contextToken("t1", "A", "A.cX", 30_000);
+    const enlist = sends(b.client({ op: "join", token }, 7), "enlist")[0].msg as Extract<PeerMessage, { t: "enlist" }>;
+    const refused = sends(a.peer(enlist), "enlist_refused")[0].msg;
+    expect(refused).toMatchObject({ unknown: true });
+    expect(b.peer(refused).some((e) => e.k === "reply")).toBe(false); // still joining
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).context).toBe(token);
+    const again = sends(b.tick(timing.tickMs), "enlist");
+    expect(again).toHaveLength(1);
+    const enlisted = sends(a.peer(again[0].msg), "enlisted")[0].msg;
+    expect(reply(b.peer(enlisted))).toMatchObject({ ok: true, name: "t1" });
+  });
+
+  test("a join of a name its coordinator still does not know after resendMs is refused", () => {
+    const b = new Sidecar("B");
+    const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cX", 30_000) }, 7), "enlist")[0].msg;
+    const refusal = { t: "enlist_refused", name: "t1", branch: (enlist as { branch: string }).branch, from: "A", reason: "unknown", unknown: true } as const;
+    b.peer(refusal);
+    b.tick(timing.resendMs);
+    expect(reply(b.peer(refusal))).toMatchObject({ ok: false, error: { code: "INVALID_STATE" } });
   });
 });
 
