@@ -3,7 +3,7 @@
 import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
-import { contextToken } from "../src/protocol/token.ts";
+import { contextToken, decodeToken } from "../src/protocol/token.ts";
 import type { WireError } from "../src/protocol/errors.ts";
 import type { z } from "zod";
 import type { participantSpec } from "../src/protocol/orchestration.ts";
@@ -494,12 +494,24 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       }
     },
 
+    // Join is sent only when the callback first needs the sidecar (tx.get, tx.sql); a callback that only
+    // writes is joined and ended by one request, its end carrying the token. Either way the branch is
+    // enlisted before the end answers, and a callback that throws makes it vote no.
     async join<T>(token: string, fn: (tx: Tx) => T | Promise<T>): Promise<T> {
       const c = await ready();
-      const joined = await request(c, "join", { token });
-      const name = text(joined, "name");
-      const branch = text(joined, "branch");
-      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, () => token, () => Promise.resolve());
+      const name = decodeToken(token)?.name;
+      if (name === undefined) throw new ProtocolError("BAD_REQUEST", "token: not a dtx context token (pass tx.context unchanged)");
+      const branch = newBranchId(c.sidecar);
+      let joined: Promise<Reply> | undefined;
+      const join = () => {
+        if (!joined) {
+          joined = request(c, "join", { token, branch });
+          joined.catch(() => {}); // its error is thrown by whoever waits for it
+        }
+        return joined;
+      };
+      const end = (args: Omit<Args<"end">, "name" | "branch" | "join">) => request(c, "end", joined ? { name, branch, ...args } : { name, branch, join: token, ...args });
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, () => token, join);
       let result: Awaited<T>;
       let writes: [string, unknown, boolean][] | undefined;
       try {
@@ -507,16 +519,17 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
         finish();
         await sqls.prepareAll();
         writes = await takeWrites();
+        await joined; // a join that was refused says so itself
       } catch (err) {
         finish();
         await sqls.rollbackAll();
-        await request(c, "end", { name, branch, ok: false, reason: reasonOf(err) }).catch(() => {});
+        await end({ ok: false, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
       try {
-        await request(c, "end", writes ? { name, branch, ok: true, writes } : { name, branch, ok: true });
+        await end(writes ? { ok: true, writes } : { ok: true });
       } catch (err) {
-        if (err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "end", { name, branch, ok: false, reason: err.message }).catch(() => {});
+        if (err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await end({ ok: false, reason: err.message }).catch(() => {});
         throw err;
       }
       return result;

@@ -43,6 +43,8 @@ const branchWrites = z.array(z.tuple([key, z.unknown(), z.boolean()])).max(limit
  * What begin takes besides the name. `branch` (on begin and prepare) is an id the client chose for
  * begin's branch: with it the client knows the branch and its context token before begin is answered.
  */
+const contextTokenText = z.string().min(1).max(2048);
+
 const beginOptions = {
   protocol: protocolChoice.optional(),
   consistency: consistency.optional(),
@@ -55,7 +57,7 @@ const beginOptions = {
 export const clientRequest = z.discriminatedUnion("op", [
   z.object({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
   z.object({ id: reqId, op: z.literal("begin"), name: txnName, branch: branchId.optional(), ...beginOptions }),
-  z.object({ id: reqId, op: z.literal("join"), token: z.string().min(1).max(2048) }),
+  z.object({ id: reqId, op: z.literal("join"), token: contextTokenText, branch: branchId.optional() }),
   z.object({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
   z.object({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
   z.object({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
@@ -77,6 +79,8 @@ export const clientRequest = z.discriminatedUnion("op", [
     ok: z.boolean(),
     reason: z.string().max(1000).optional(),
     writes: branchWrites.optional(),
+    // The callback never needed the sidecar, so it did not join yet: join with this token, then end.
+    join: contextTokenText.optional(),
   }),
   z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
   z.object({ id: reqId, op: z.literal("rollback"), name: txnName, branch: branchId.optional(), reason: z.string().max(1000).optional() }),

@@ -72,6 +72,7 @@ export class Runtime {
   }
 
   private release(durable: Promise<void>, effects: Effect[]): void {
+    this.wal.hurry?.(durable);
     durable.then(
       () => {
         for (const e of effects) this.carryOut(e);

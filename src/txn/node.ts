@@ -8,7 +8,7 @@
 // its own node, so a single sidecar and a federation run the same code.
 import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
 import type { PeerMessage, TxnState } from "../protocol/messages.ts";
-import { contextToken, decodeToken } from "../protocol/token.ts";
+import { type ContextToken, contextToken, decodeToken } from "../protocol/token.ts";
 import { limits, timing } from "../limits.ts";
 import { LockTable, staleRead } from "../store/locks.ts";
 import { formatGid, localBranchCharsMax, type SqlKind } from "../protocol/sql-branch.ts";
@@ -80,6 +80,10 @@ export interface Branch {
   incarnation?: string;
   /** When its client asked to join (0 for begin's own branch). */
   joinedAt: number;
+  /** Its enlist was refused as unknown once and sent again at once (see onEnlisted). */
+  enlistRepeated?: boolean;
+  /** An end that carried its join: run once the coordinator has enlisted the branch (joinWaiter is its from). */
+  pendingEnd?: Extract<ClientInput, { op: "end" }>;
   /** Databases this branch runs SQL in; it votes yes only once every one reported prepared. */
   resources: (SqlResourceRef & { prepared: boolean })[];
 }
@@ -238,7 +242,7 @@ export class Node {
         return;
       }
       case "join":
-        return this.join(req.token, from, now);
+        return void this.join(decodeToken(req.token), from, now, req.branch);
       case "get":
         return this.get(req, from);
       case "put":
@@ -305,15 +309,8 @@ export class Node {
     if (chosen.protocol !== "2pc") {
       return void this.fail(from, wireError(ErrorCode.PROTOCOL_UNSUPPORTED, "beginDistributed runs 2PC; use createTransaction for Sagas"));
     }
-    if (req.branch !== undefined) {
-      const local = req.branch.startsWith(`${this.id}.`) ? req.branch.slice(this.id.length + 1) : "";
-      if (!/^[A-Za-z0-9_-]+$/.test(local) || local.length > localBranchCharsMax) {
-        return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, `branch: must be "${this.id}." and 1 to ${localBranchCharsMax} of [A-Za-z0-9_-]`));
-      }
-      if (this.branches.has(bkey(req.name, req.branch))) {
-        return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, `branch: ${req.branch} is already a branch of "${req.name}" here; choose a fresh id`));
-      }
-    }
+    const badBranch = this.clientBranchError(req.name, req.branch);
+    if (badBranch) return void this.fail(from, badBranch);
     const timeoutMs = req.timeoutMs ?? timing.defaultTimeoutMs;
     const branchId = req.branch ?? this.newBranchId();
     const c: Coord = {
@@ -339,17 +336,31 @@ export class Node {
     return c;
   }
 
-  private join(token: string, from: ReplyTo, now: number) {
-    const t = decodeToken(token);
-    if (!t) return this.fail(from, wireError(ErrorCode.BAD_REQUEST, "token: not a dtx context token (pass tx.context unchanged)"));
-    const branchId = this.newBranchId();
+  /** A branch id a client chose (begin, join): this sidecar's id, a dot, a short local part; not yet used by the name. */
+  private clientBranchError(name: string, branch: string | undefined): WireError | undefined {
+    if (branch === undefined) return undefined;
+    const local = branch.startsWith(`${this.id}.`) ? branch.slice(this.id.length + 1) : "";
+    if (!/^[A-Za-z0-9_-]+$/.test(local) || local.length > localBranchCharsMax) {
+      return wireError(ErrorCode.BAD_REQUEST, `branch: must be "${this.id}." and 1 to ${localBranchCharsMax} of [A-Za-z0-9_-]`);
+    }
+    if (this.branches.has(bkey(name, branch))) return wireError(ErrorCode.BAD_REQUEST, `branch: ${branch} is already a branch of "${name}" here; choose a fresh id`);
+    return undefined;
+  }
+
+  /** Enlist a new branch with the token's coordinator; `from` is answered once it is (or is refused). */
+  private join(t: ContextToken | undefined, from: ReplyTo, now: number, branch?: string): Branch | undefined {
+    if (!t) return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, "token: not a dtx context token (pass tx.context unchanged)"));
+    const badBranch = this.clientBranchError(t.name, branch);
+    if (badBranch) return void this.fail(from, badBranch);
+    const branchId = branch ?? this.newBranchId();
     const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
     b.joinWaiter = from;
     b.joinedAt = now;
     this.addBranch(b);
     b.incarnation = t.incarnation;
     if (t.traceparent) this.traces.set(t.name, t.traceparent);
-    this.send(t.coordinator, { t: "enlist", name: t.name, branch: branchId, from: this.id, traceparent: t.traceparent, incarnation: t.incarnation });
+    this.sendEnlist(b);
+    return b;
   }
 
   private get(req: Extract<ClientInput, { op: "get" }>, from: ReplyTo) {
@@ -520,6 +531,14 @@ export class Node {
 
   /** A joined branch's callback finished (ok) or threw (not ok). */
   private end(req: Extract<ClientInput, { op: "end" }>, from: ReplyTo, now: number) {
+    if (req.join !== undefined) {
+      // Join first; the end runs once the coordinator has the branch (onEnlisted), or fails with the join.
+      const t = decodeToken(req.join);
+      if (t && t.name !== req.name) return this.fail(from, wireError(ErrorCode.BAD_REQUEST, `join: the token names transaction "${t.name}", not "${req.name}"`));
+      const joining = this.join(t, from, now, req.branch);
+      if (joining) joining.pendingEnd = { ...req, join: undefined };
+      return;
+    }
     const b = this.branches.get(bkey(req.name, req.branch));
     if (!b) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no branch ${req.branch} of "${req.name}" on sidecar ${this.id}`));
     if (b.state !== "active") {
@@ -876,14 +895,23 @@ export class Node {
     if (msg.t === "enlisted") {
       b.state = "active";
       b.lastContact = now;
+      const end = b.pendingEnd;
+      b.pendingEnd = undefined;
+      if (end && waiter) return this.end(end, waiter, now);
       if (waiter) this.ok(waiter, { name: b.name, branch: b.id, coordinator: b.coordinator });
       return;
     }
     if (msg.unknown && now - b.joinedAt < timing.resendMs) {
-      // The token can travel faster than its begin (the client sends begin without waiting for it):
-      // a coordinator that does not know the name yet is asked again at the next tick, for a while.
+      // The token can travel faster than its begin (the client sends begin without waiting for it): a
+      // coordinator that does not know the name yet is asked again, at once the first time (its begin is
+      // most likely in by now), then at each tick for a while.
       b.joinWaiter = waiter;
       b.lastContact = now - timing.resendMs;
+      if (!b.enlistRepeated) {
+        b.enlistRepeated = true;
+        b.lastContact = now;
+        this.sendEnlist(b);
+      }
       return;
     }
     this.abortBranch(b, now);
@@ -893,6 +921,7 @@ export class Node {
   /** Roll back a branch that never prepared; nothing is logged (presumed abort). */
   private abortBranch(b: Branch, now: number) {
     if (b.state === "prepared") throw new Error(`abortBranch on prepared branch ${b.id}: only the coordinator decides`);
+    b.pendingEnd = undefined;
     if (b.locked.length) this.locks.releaseAll(bkey(b.name, b.id), b.locked);
     b.locked = [];
     b.state = "rolled_back";
@@ -1000,7 +1029,7 @@ export class Node {
           if (now >= b.deadline) this.abortBranch(b, now);
           else if (now - b.lastContact >= timing.resendMs) {
             b.lastContact = now;
-            this.send(b.coordinator, { t: "enlist", name: b.name, branch: b.id, from: this.id, traceparent: b.traceparent, incarnation: b.incarnation });
+            this.sendEnlist(b);
           }
           break;
         case "active":
@@ -1159,6 +1188,10 @@ export class Node {
   }
 
   // ---- helpers ---------------------------------------------------------------
+
+  private sendEnlist(b: Branch) {
+    this.send(b.coordinator, { t: "enlist", name: b.name, branch: b.id, from: this.id, traceparent: b.traceparent, incarnation: b.incarnation });
+  }
 
   private newBranchId(): string {
     return `${this.id}.${this.bootId}.${(++this.seq).toString(36)}`;

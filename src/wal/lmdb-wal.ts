@@ -33,6 +33,13 @@ const checkpointMs = 100;
 /** A batch of at most this many appends, after another such batch, syncs on the event-loop thread (see commitBatch). */
 const inlineSyncAppendsMax = 4;
 
+/**
+ * A batch nobody waits for (a transaction's c.end, whose reply has gone) is held back this long, so it
+ * rides with the next batch's sync instead of taking one of its own just before it; whoever starts
+ * waiting for it (Wal.hurry) sends it at once.
+ */
+const unwaitedHoldMs = 5;
+
 interface StoredKv {
   v: unknown;
   ver: number;
@@ -72,7 +79,16 @@ export class LmdbWal implements Wal {
   private failure?: unknown;
   private syncing = false;
   private lastBatchAppends = 0;
-  private batch?: { records: LogRecord[][]; appends: number; waited: boolean; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
+  private batch?: {
+    records: LogRecord[][];
+    appends: number;
+    waited: boolean;
+    /** The commit is scheduled: at once (setImmediate), or held (a timer) while nobody waits. */
+    scheduled?: "now" | ReturnType<typeof setTimeout>;
+    done: Promise<void>;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  };
   readonly stats: LmdbWalStats = { appends: 0, records: 0, flushes: 0 };
   /** Journal files on disk now (for tests and metrics). */
   get journalFiles(): number {
@@ -153,17 +169,36 @@ export class LmdbWal implements Wal {
         reject = rej;
       });
       this.batch = { records: [], appends: 0, waited: false, done, resolve, reject };
-      if (!this.syncing) setImmediate(() => this.commitBatch());
     }
     this.batch.records.push(records);
     this.batch.appends++;
     this.batch.waited ||= waited;
     this.lastFlush = this.batch.done;
+    this.schedule();
     return this.batch.done;
   }
 
+  hurry(durable: Promise<void>): void {
+    const b = this.batch;
+    if (!b || b.done !== durable || b.waited) return;
+    b.waited = true;
+    this.schedule();
+  }
+
   barrier(): Promise<void> {
+    if (this.batch) this.hurry(this.batch.done);
     return this.batch?.done ?? this.lastFlush;
+  }
+
+  /** Commit the gathering batch at the end of this turn, or after unwaitedHoldMs if nobody waits for it; while a sync runs, its end commits it. */
+  private schedule(): void {
+    const b = this.batch;
+    if (!b || this.syncing || b.scheduled === "now") return;
+    if (b.waited) {
+      clearTimeout(b.scheduled);
+      b.scheduled = "now";
+      setImmediate(() => this.commitBatch());
+    } else b.scheduled ??= setTimeout(() => this.commitBatch(), unwaitedHoldMs);
   }
 
   /**
@@ -181,6 +216,7 @@ export class LmdbWal implements Wal {
   private commitBatch(): void {
     const b = this.batch;
     if (!b || this.syncing) return;
+    if (b.scheduled !== "now") clearTimeout(b.scheduled);
     this.batch = undefined;
     const started = performance.now();
     const records = b.records.length === 1 ? b.records[0] : b.records.flat();
@@ -225,7 +261,8 @@ export class LmdbWal implements Wal {
     fold();
     synced.then(finished, failed).finally(() => {
       this.syncing = false;
-      if (this.batch) this.commitBatch();
+      if (this.batch?.waited) this.commitBatch();
+      else this.schedule();
     });
   }
 
@@ -331,7 +368,7 @@ export class LmdbWal implements Wal {
     return doomed.length;
   }
   async close(): Promise<void> {
-    await this.lastFlush;
+    await this.barrier();
     this.checkpoint();
     await this.lastLmdbWrite;
     await this.env.flushed;

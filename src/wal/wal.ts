@@ -27,6 +27,8 @@ export interface Wal extends WalReader {
    * `waited: false` says nothing is held back until they are (a hint for when to sync, never for whether).
    */
   append(records: LogRecord[], waited?: boolean): Promise<void>;
+  /** Something now waits for `durable` (an append's promise): records held back because nobody waited go now. */
+  hurry?(durable: Promise<void>): void;
   /** Resolves once everything appended so far is durable. */
   barrier(): Promise<void>;
   /** Summaries of every transaction and branch that is not finished, for recovery. */

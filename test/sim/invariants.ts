@@ -264,9 +264,9 @@ export class Checker {
         }
         for (const [k, d] of t.deltas) expected.set(k, (expected.get(k) ?? 0) + d);
       }
-      if (t.receipt) {
-        const got = this.sim.node(t.coordinator).wal.kvGet(t.receipt.key)?.value;
-        if (got !== (committed ? t.receipt.value : undefined)) this.fail("6", `${t.name} ended ${cs?.state ?? "forgotten"}, but its receipt ${t.receipt.key} is ${got}`);
+      for (const r of t.receipts) {
+        const got = this.sim.node(r.node).wal.kvGet(r.key)?.value;
+        if (got !== (committed && !r.absent ? r.value : undefined)) this.fail("6", `${t.name} ended ${cs?.state ?? "forgotten"}, but its receipt ${r.key} on ${r.node} is ${got}`);
       }
       if (!committed) {
         for (const [branch, node] of this.branchesOf.get(t.name) ?? []) {

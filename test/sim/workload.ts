@@ -34,8 +34,8 @@ export interface TxnRecord {
   ownBranch?: string;
   /** A blind transaction is begun by its prepare (the client library's path for a callback that only writes). */
   carriedBegin?: { timeoutMs: number; preparedTimeoutMs?: number; elapsedMs: number };
-  /** What a blind transaction writes on its coordinator: there iff it committed. */
-  receipt?: { key: string; value: number };
+  /** Keys written blind (no read first): there iff the transaction committed, or never (`absent`: its branch was refused). */
+  receipts: { node: string; key: string; value: number; absent?: true }[];
 }
 
 type Ok = Extract<Answer, { ok: true }>;
@@ -50,6 +50,7 @@ export class Bank {
   readonly accounts: Array<{ node: string; key: string }> = [];
   private readonly byName = new Map<string, TxnRecord>();
   private inFlight = 0;
+  private carriedJoins = 0;
 
   constructor(
     private readonly sim: Sim,
@@ -92,6 +93,7 @@ export class Bank {
       done: false,
       abandoned: false,
       buffered: rng.chance(0.5),
+      receipts: [],
     };
     this.txns.push(t);
     this.byName.set(t.name, t);
@@ -150,10 +152,11 @@ export class Bank {
   /** A callback that only writes (a receipt): the client library sends no begin, its prepare carries it. */
   private blind(t: TxnRecord, conn: Conn, amount: number, timeoutMs: number, preparedTimeoutMs?: number): void {
     t.ownBranch = `${t.coordinator}.c${t.name}`;
-    t.receipt = { key: `rcpt/${t.name}`, value: amount };
+    const key = `rcpt/${t.name}`;
+    t.receipts.push({ node: t.coordinator, key, value: amount });
     // The callback may have run past the timeout: then the prepare must roll it back.
     t.carriedBegin = { timeoutMs, preparedTimeoutMs, elapsedMs: this.sim.rng.int(timeoutMs + timeoutMs / 4) };
-    t.branches.set(t.ownBranch, { node: t.coordinator, joined: false, wrote: true, writes: [[t.receipt.key, amount, false]] });
+    t.branches.set(t.ownBranch, { node: t.coordinator, joined: false, wrote: true, writes: [[key, amount, false]] });
     this.prepare(t, conn);
   }
 
@@ -236,6 +239,7 @@ export class Bank {
   /** The other service: join with the token, do its part, end its branch (ok:false if its part failed, like join()). */
   private joinSide(t: TxnRecord, token: string, node: string, amount: number, readOnly: boolean, done: (ok: boolean) => void): void {
     const conn = this.sim.openConn(node);
+    if (this.sim.rng.chance(0.4)) return this.carriedJoin(t, conn, token, node, amount, readOnly, done);
     this.call(t, conn, { op: "join", token }, (a) => {
       if (t.abandoned) return;
       if (!isOk(a)) return done(false);
@@ -253,6 +257,31 @@ export class Bank {
           done(fine);
         });
       });
+    });
+  }
+
+  /**
+   * The other service's callback only writes (a receipt, or nothing when it only reads): as the client
+   * library does, it sends no join; its end carries the token and joins first.
+   */
+  private carriedJoin(t: TxnRecord, conn: Conn, token: string, node: string, amount: number, readOnly: boolean, done: (ok: boolean) => void): void {
+    const branch = `${node}.cj${++this.carriedJoins}`;
+    const fine = !this.fault(0.05);
+    const key = `rcpt/${t.name}/${branch}`;
+    const writes: [string, unknown, boolean][] | undefined = fine && !readOnly ? [[key, amount, false]] : undefined;
+    const reason = fine ? undefined : "the joined service failed";
+    this.call(t, conn, { op: "end", name: t.name, branch, join: token, ok: fine, reason, writes }, (e) => {
+      if (t.abandoned) return;
+      if (isLost(e)) return done(false); // it may or may not have joined: its receipt is not checked
+      if (!isOk(e)) {
+        // Refused as a join (the transaction moved on, or is gone): the receipt must never appear.
+        if (writes) t.receipts.push({ node, key, value: amount, absent: true });
+        return done(false);
+      }
+      t.branches.set(branch, { node, joined: true, wrote: !!writes, writes });
+      if (writes) t.receipts.push({ node, key, value: amount });
+      if (!fine) t.mustNotCommit ??= "a joined branch ended with ok:false";
+      done(fine);
     });
   }
 

@@ -408,24 +408,51 @@ describe("client transactions", () => {
     expect(fake.ops()).not.toContain("put");
   });
 
-  test("join runs the callback on the joined branch, ends it ok and returns the callback's value", async () => {
+  const token = contextToken("order-42", "A", "A.cX", 30_000);
+
+  test("join of a callback that only writes is one request: its end carries the token", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
-    const value = await dtx.join("ctx-token", async (tx) => {
+    let branch = "";
+    const value = await dtx.join(token, async (tx) => {
+      branch = tx.branch;
       await tx.put("stock/A", 8);
       return tx.context;
     });
-    expect(value).toBe("ctx-token");
-    expect(fake.ops()).toEqual(["hello", "join", "end"]);
-    expect(fake.requests[2]).toMatchObject({ name: "order-42", branch: "B:1", ok: true, writes: [["stock/A", 8, false]] });
+    expect(value).toBe(token);
+    expect(branch.startsWith("fake.c")).toBe(true);
+    expect(fake.ops()).toEqual(["hello", "end"]);
+    expect(fake.requests[1]).toEqual({ id: 2, op: "end", name: "order-42", branch, join: token, ok: true, writes: [["stock/A", 8, false]] });
   });
 
-  test("join ends the branch with ok false and the reason when the callback throws", async () => {
+  test("join is sent first when the callback reads, and the end names the branch", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
-    const err = await dtx.join("ctx-token", () => Promise.reject(new Error("card declined"))).catch((e) => e);
+    let branch = "";
+    await dtx.join(token, async (tx) => {
+      branch = tx.branch;
+      expect(await tx.get("stock/A")).toBe(9);
+      await tx.put("stock/A", 8);
+    });
+    expect(fake.ops()).toEqual(["hello", "join", "get", "end"]);
+    expect(fake.requests[1]).toEqual({ id: 2, op: "join", token, branch });
+    expect(fake.requests[3]).toEqual({ id: 4, op: "end", name: "order-42", branch, ok: true, writes: [["stock/A", 8, false]] });
+  });
+
+  test("join ends the branch with ok false and the reason when the callback throws, joining first if it had not", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    const err = await dtx.join(token, () => Promise.reject(new Error("card declined"))).catch((e) => e);
     expect(err.message).toBe("card declined");
-    expect(fake.requests[2]).toMatchObject({ op: "end", name: "order-42", branch: "B:1", ok: false, reason: "card declined" });
+    expect(fake.requests[1]).toMatchObject({ op: "end", name: "order-42", join: token, ok: false, reason: "card declined" });
+  });
+
+  test("join refuses a token that is not one, without asking the sidecar", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    const err = await dtx.join("ctx-token", () => 1).catch((e) => e);
+    expect(err.code).toBe("BAD_REQUEST");
+    expect(fake.ops()).toEqual(["hello"]);
   });
 
   test("commitDistributed and rollbackDistributed return the sidecar's outcome", async () => {

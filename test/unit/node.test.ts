@@ -289,28 +289,69 @@ describe("Node: begin's branch chosen by the client", () => {
     expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).error?.code).toBe("BAD_REQUEST");
   });
 
-  test("a join whose token overtook its begin is enlisted once the begin arrives", () => {
+  test("a join whose token overtook its begin asks again at once, and is enlisted once the begin is in", () => {
     const a = new Sidecar("A");
     const b = new Sidecar("B");
     const token = contextToken("t1", "A", "A.cX", 30_000);
-    const enlist = sends(b.client({ op: "join", token }, 7), "enlist")[0].msg as Extract<PeerMessage, { t: "enlist" }>;
+    const enlist = sends(b.client({ op: "join", token }, 7), "enlist")[0].msg;
     const refused = sends(a.peer(enlist), "enlist_refused")[0].msg;
     expect(refused).toMatchObject({ unknown: true });
-    expect(b.peer(refused).some((e) => e.k === "reply")).toBe(false); // still joining
+    const again = b.peer(refused);
+    expect(again.some((e) => e.k === "reply")).toBe(false); // still joining
+    expect(sends(again, "enlist")).toEqual([{ to: "A", msg: enlist }]);
     expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).context).toBe(token);
-    const again = sends(b.tick(timing.tickMs), "enlist");
-    expect(again).toHaveLength(1);
-    const enlisted = sends(a.peer(again[0].msg), "enlisted")[0].msg;
+    const enlisted = sends(a.peer(enlist), "enlisted")[0].msg;
     expect(reply(b.peer(enlisted))).toMatchObject({ ok: true, name: "t1" });
   });
 
-  test("a join of a name its coordinator still does not know after resendMs is refused", () => {
+  test("after the one repeat, an unknown name is asked again each tick, and refused once resendMs has passed", () => {
     const b = new Sidecar("B");
     const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cX", 30_000) }, 7), "enlist")[0].msg;
     const refusal = { t: "enlist_refused", name: "t1", branch: (enlist as { branch: string }).branch, from: "A", reason: "unknown", unknown: true } as const;
-    b.peer(refusal);
+    expect(sends(b.peer(refusal), "enlist")).toHaveLength(1);
+    expect(sends(b.peer(refusal), "enlist")).toHaveLength(0);
+    expect(sends(b.tick(timing.tickMs), "enlist")).toHaveLength(1);
     b.tick(timing.resendMs);
     expect(reply(b.peer(refusal))).toMatchObject({ ok: false, error: { code: "INVALID_STATE" } });
+  });
+});
+
+describe("Node: an end that carries its join", () => {
+  const token = contextToken("t1", "A", "A.cX", 30_000);
+  const end = (ok: boolean): Request => ({ op: "end", name: "t1", branch: "B.cJ", join: token, ok, writes: [["k", 2, false]] });
+
+  test("the branch is enlisted first; then it takes the writes, answers, and votes yes once prepared", () => {
+    const b = new Sidecar("B");
+    const joined = b.client(end(true), 7);
+    expect(joined.some((e) => e.k === "reply")).toBe(false);
+    expect(sends(joined, "enlist")).toEqual([{ to: "A", msg: { t: "enlist", name: "t1", branch: "B.cJ", from: "B", incarnation: "A.cX" } }]);
+    const ended = b.peer({ t: "enlisted", name: "t1", branch: "B.cJ", from: "A" });
+    expect(reply(ended)).toEqual({ ok: true });
+    expect(persisted(ended, "p.prepared")).toHaveLength(1);
+    expect(sends(ended, "vote")).toEqual([{ to: "A", msg: { t: "vote", name: "t1", branch: "B.cJ", from: "B", vote: "yes" } }]);
+  });
+
+  test("a carried end with ok false is enlisted and votes no, so the transaction rolls back", () => {
+    const b = new Sidecar("B");
+    b.client(end(false), 7);
+    const ended = b.peer({ t: "enlisted", name: "t1", branch: "B.cJ", from: "A" });
+    expect(reply(ended)).toEqual({ ok: true });
+    expect(sends(ended, "vote")[0].msg).toMatchObject({ vote: "no" });
+  });
+
+  test("a refused join fails the end, and nothing is prepared", () => {
+    const b = new Sidecar("B");
+    b.client(end(true), 7);
+    const refused = b.peer({ t: "enlist_refused", name: "t1", branch: "B.cJ", from: "A", reason: "transaction \"t1\" is prepared" });
+    expect(reply(refused)).toMatchObject({ ok: false, error: { code: "INVALID_STATE" } });
+    expect(persisted(refused, "p.prepared")).toHaveLength(0);
+  });
+
+  test("a token of another transaction than the end names is refused before anything is sent", () => {
+    const b = new Sidecar("B");
+    const effects = b.client({ ...end(true), name: "t2" } as Request, 7);
+    expect(reply(effects).error?.code).toBe("BAD_REQUEST");
+    expect(sends(effects)).toEqual([]);
   });
 });
 

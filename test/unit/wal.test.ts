@@ -84,6 +84,29 @@ test("LMDB: concurrent appends share fsyncs (group commit) and all are durable",
   await wal.close();
 });
 
+test("LMDB: records nobody waits for ride with the next batch's sync, or go once someone waits for them", async () => {
+  const d = tempDir("dtx-wal-");
+  dirs.push(d);
+  const wal = new LmdbWal(join(d, "wal"));
+  const end = (name: string): LogRecord => ({ r: "c.end", name, protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 });
+  // Held back: a later waited append in the hold shares its sync.
+  const held = wal.append([end("h1")], false);
+  await new Promise((r) => setImmediate(r));
+  expect(wal.stats.flushes).toBe(0);
+  await Promise.all([held, wal.append([prepared("h2")])]);
+  expect(wal.stats.flushes).toBe(1);
+  // Held back, then someone waits for it: it goes without waiting out the hold.
+  const alone = wal.append([end("h3")], false);
+  wal.hurry(alone);
+  await new Promise((r) => setImmediate(r)); // one turn: a small batch after a small batch syncs inline
+  expect(wal.stats.flushes).toBe(2);
+  await alone;
+  // Nobody comes: the hold ends by itself.
+  await wal.append([end("h4")], false);
+  expect(wal.stats.flushes).toBe(3);
+  await wal.close();
+});
+
 test("memory: crash drops the unflushed tail and nothing flushed", async () => {
   const wal = new MemoryWal(false);
   wal.appendSync([{ r: "c.end", name: "kept", protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 }]);
