@@ -158,7 +158,7 @@ export async function runBench(opts: BenchOptions) {
     // Writes travel with prepare/end (the client buffers them), so a put is not a round trip of its own.
     // fsync: the floor measured beside each path's concurrency-1 run (PathResult.fsyncP50Ms).
     const localFloor = 2 * local.fsyncP50Ms + 2 * uds.p50;
-    const crossFloor = 5 * cross.fsyncP50Ms + 4 * uds.p50 + 3 * ws.p50;
+    const crossFloor = 5 * cross.fsyncP50Ms + 3 * uds.p50 + 3 * ws.p50;
     const sagaFloor = 4 * saga.fsyncP50Ms + 6 * uds.p50;
     const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
     const result = {
@@ -178,7 +178,7 @@ export async function runBench(opts: BenchOptions) {
         formulas: {
           fsync: "each path's fsync is the p50 of a small append + fdatasync in its coordinator's data directory, measured just before and just after its concurrency-1 run (the mean of the two), so the floor and the p50 see the same disk",
           local: "2 x fsync + 2 x uds (round trips: prepare carrying the begin and the put, commit; durable writes: prepared, decision)",
-          cross: "5 x fsync + 4 x uds + 3 x ws (durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; round trips on the sockets: join, end carrying the put, prepare carrying the put, commit (the two joins run side by side; begin is sent when the callback reads tx.context, and nothing waits for its answer); between sidecars: enlist, prepare/vote, decision/ack)",
+          cross: "5 x fsync + 3 x uds + 3 x ws (durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; round trips on the sockets: end carrying the join and the put, prepare carrying the put, commit (the two joins run side by side; begin is sent when the callback reads tx.context, and nothing waits for its answer); between sidecars: enlist, prepare/vote, decision/ack)",
           saga: "4 x fsync + 6 x uds (o.begin and one o.step per participant; create, 3 x add, execute, callbacks)",
         },
         localFloorMs: round(localFloor, 3),
