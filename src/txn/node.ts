@@ -763,13 +763,15 @@ export class Node {
       if (c.state === "active" || c.state === "preparing") this.send(msg.from, { t: "enlisted", name: msg.name, branch: msg.branch, from: this.id });
       return;
     }
-    if (c && msg.incarnation && c.ownBranch && msg.incarnation !== c.ownBranch) {
+    const otherIncarnation = c && msg.incarnation && c.ownBranch && msg.incarnation !== c.ownBranch;
+    if (!c || (otherIncarnation && isTerminal(c.state))) {
+      // Maybe not begun yet: the token names a transaction whose begin has not arrived (the one held here, if any, finished).
+      const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names`;
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+    }
+    if (otherIncarnation) {
       // A token of an earlier transaction with the same name must not join this one.
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `the token belongs to an earlier transaction named "${msg.name}"` });
-    }
-    if (!c) {
-      const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}"`;
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
     }
     if (c.state !== "active") {
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` });

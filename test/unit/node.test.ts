@@ -304,6 +304,19 @@ describe("Node: begin's branch chosen by the client", () => {
     expect(reply(b.peer(enlisted))).toMatchObject({ ok: true, name: "t1" });
   });
 
+  test("a token that overtook its begin is asked again, also while a finished transaction of the same name is in memory", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cOld" })).ok).toBe(true);
+    expect(reply(settleSelf(a, a.client({ op: "rollback", name: "t1", branch: "A.cOld" }))).ok).toBe(true);
+    const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cNew", 30_000) }, 7), "enlist")[0].msg;
+    const refused = sends(a.peer(enlist), "enlist_refused")[0].msg;
+    expect(refused).toMatchObject({ unknown: true });
+    expect(sends(b.peer(refused), "enlist")).toHaveLength(1);
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cNew" })).ok).toBe(true);
+    expect(reply(b.peer(sends(a.peer(enlist), "enlisted")[0].msg))).toMatchObject({ ok: true, name: "t1" });
+  });
+
   test("after the one repeat, an unknown name is asked again each tick, and refused once resendMs has passed", () => {
     const b = new Sidecar("B");
     const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cX", 30_000) }, 7), "enlist")[0].msg;
