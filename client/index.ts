@@ -212,6 +212,20 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     });
   }
 
+  /** A request sent only when first asked for (begin, join), then the same promise; its failure is thrown to whoever awaits it. */
+  function sendOnce<Op extends ClientOp>(c: Conn, op: Op, args: Args<Op>): { sent?: Promise<Reply>; send(): Promise<Reply> } {
+    const once: { sent?: Promise<Reply>; send(): Promise<Reply> } = {
+      send() {
+        if (!once.sent) {
+          once.sent = request(c, op, args);
+          once.sent.catch(() => {});
+        }
+        return once.sent;
+      },
+    };
+    return once;
+  }
+
   /** Send on this connection once it has room; pipelined with everything else in flight. */
   async function request<Op extends ClientOp>(c: Conn, op: Op, args: Args<Op>): Promise<Reply> {
     while (c.pending.size >= limits.requestsInFlightPerConnMax && !c.lost) {
@@ -457,39 +471,32 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const c = await ready();
       const branch = newBranchId(c.sidecar);
       const started = performance.now();
-      let begun: Promise<Reply> | undefined;
-      const begin = () => {
-        if (!begun) {
-          begun = request(c, "begin", { ...opts, name, branch });
-          begun.catch(() => {}); // its error is thrown by whoever waits for it
-        }
-        return begun;
-      };
+      const begin = sendOnce(c, "begin", { ...opts, name, branch });
       const context = () => {
-        void begin();
+        void begin.send();
         return contextToken(name, c.sidecar, branch, opts.timeoutMs ?? c.defaultTimeoutMs, opts.traceparent);
       };
-      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, context, begin);
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, context, begin.send);
       let writes: [string, unknown, boolean][] | undefined;
       try {
         await fn(tx);
         finish();
         await sqls.prepareAll(); // a database that refuses to prepare rolls everything back, rejecting with its SqlError
         writes = await takeWrites();
-        await begun; // a begin that failed (NAME_IN_USE, say) says so itself
+        await begin.sent; // a begin that failed (NAME_IN_USE, say) says so itself
       } catch (err) {
         finish();
         await sqls.rollbackAll();
-        if (begun) await request(c, "rollback", { name, branch, reason: reasonOf(err) }).catch(() => {});
+        if (begin.sent) await request(c, "rollback", { name, branch, reason: reasonOf(err) }).catch(() => {});
         throw err;
       }
-      const args: Args<"prepare"> = begun ? { name, branch } : { name, branch, begin: { ...opts, elapsedMs: Math.round(performance.now() - started) } };
+      const args: Args<"prepare"> = begin.sent ? { name, branch } : { name, branch, begin: { ...opts, elapsedMs: Math.round(performance.now() - started) } };
       if (writes) args.writes = writes;
       try {
         return (await request(c, "prepare", args)) as PrepareResult;
       } catch (err) {
         // Refused before the engine saw it (e.g. a value over valueBytesMax): do not leave it active until its timeout.
-        if (begun && err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "rollback", { name, branch, reason: err.message }).catch(() => {});
+        if (begin.sent && err instanceof ProtocolError && refusedAtTheDoor.has(err.code)) await request(c, "rollback", { name, branch, reason: err.message }).catch(() => {});
         throw err;
       }
     },
@@ -502,16 +509,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const name = decodeToken(token)?.name;
       if (name === undefined) throw new ProtocolError("BAD_REQUEST", "token: not a dtx context token (pass tx.context unchanged)");
       const branch = newBranchId(c.sidecar);
-      let joined: Promise<Reply> | undefined;
-      const join = () => {
-        if (!joined) {
-          joined = request(c, "join", { token, branch });
-          joined.catch(() => {}); // its error is thrown by whoever waits for it
-        }
-        return joined;
-      };
-      const end = (args: Omit<Args<"end">, "name" | "branch" | "join">) => request(c, "end", joined ? { name, branch, ...args } : { name, branch, join: token, ...args });
-      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, () => token, join);
+      const join = sendOnce(c, "join", { token, branch });
+      const end = (args: Omit<Args<"end">, "name" | "branch" | "join">) => request(c, "end", join.sent ? { name, branch, ...args } : { name, branch, join: token, ...args });
+      const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, () => token, join.send);
       let result: Awaited<T>;
       let writes: [string, unknown, boolean][] | undefined;
       try {
@@ -519,7 +519,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
         finish();
         await sqls.prepareAll();
         writes = await takeWrites();
-        await joined; // a join that was refused says so itself
+        await join.sent; // a join that was refused says so itself
       } catch (err) {
         finish();
         await sqls.rollbackAll();

@@ -106,6 +106,8 @@ export interface NodeOptions {
 }
 
 const bkey = (name: string, branch: string) => `${name}/${branch}`;
+/** The part after "<sidecar>." of a branch id a client chose: no dot, so never one this node makes (<boot>.<seq>). */
+const clientBranchLocal = /^[A-Za-z0-9_-]+$/;
 /** The ReplyTo connection of a request another sidecar forwarded here. */
 const FORWARDED = -1;
 
@@ -339,8 +341,8 @@ export class Node {
   /** A branch id a client chose (begin, join): this sidecar's id, a dot, a short local part; not yet used by the name. */
   private clientBranchError(name: string, branch: string | undefined): WireError | undefined {
     if (branch === undefined) return undefined;
-    const local = branch.startsWith(`${this.id}.`) ? branch.slice(this.id.length + 1) : "";
-    if (!/^[A-Za-z0-9_-]+$/.test(local) || local.length > localBranchCharsMax) {
+    const local = branch.startsWith(this.id) && branch[this.id.length] === "." ? branch.slice(this.id.length + 1) : "";
+    if (!clientBranchLocal.test(local) || local.length > localBranchCharsMax) {
       return wireError(ErrorCode.BAD_REQUEST, `branch: must be "${this.id}." and 1 to ${localBranchCharsMax} of [A-Za-z0-9_-]`);
     }
     if (this.branches.has(bkey(name, branch))) return wireError(ErrorCode.BAD_REQUEST, `branch: ${branch} is already a branch of "${name}" here; choose a fresh id`);
@@ -908,8 +910,8 @@ export class Node {
       // coordinator that does not know the name yet is asked again, at once the first time (its begin is
       // most likely in by now), then at each tick for a while.
       b.joinWaiter = waiter;
-      b.lastContact = now - timing.resendMs;
-      if (!b.enlistRepeated) {
+      if (b.enlistRepeated) b.lastContact = now - timing.resendMs; // the next tick asks
+      else {
         b.enlistRepeated = true;
         b.lastContact = now;
         this.sendEnlist(b);
