@@ -366,8 +366,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   // round trip for the whole write set. tx.get sees the buffer first, as the
   // sidecar would. A write the sidecar refuses fails the transaction there.
   // `opened` makes sure the branch exists on the sidecar before a request names it (beginDistributed sends
-  // begin only once something needs it); `context` is read only when the callback asks for it.
-  function openTx(c: Conn, name: string, branch: string, context: () => string, opened: () => Promise<unknown>) {
+  // begin only once something needs it); `context` is read only when the callback asks for it, and told
+  // whether the callback still runs (a token read afterwards must not begin anything).
+  function openTx(c: Conn, name: string, branch: string, context: (running: boolean) => string, opened: () => Promise<unknown>) {
     let running = true;
     const writes = new Map<string, [unknown, boolean]>();
     const closed = (o: string) => new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`);
@@ -386,7 +387,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       name,
       branch,
       get context() {
-        return context();
+        return context(running);
       },
       async put(key, value) {
         if (value === undefined) throw new ProtocolError("BAD_REQUEST", `put ${key}: value is undefined; use tx.delete to remove a key`);
@@ -472,8 +473,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       const branch = newBranchId(c.sidecar);
       const started = performance.now();
       const begin = sendOnce(c, "begin", { ...opts, name, branch });
-      const context = () => {
-        void begin.send();
+      const context = (running: boolean) => {
+        if (running) void begin.send();
         return contextToken(name, c.sidecar, branch, opts.timeoutMs ?? c.defaultTimeoutMs, opts.traceparent);
       };
       const { tx, sqls, finish, takeWrites } = openTx(c, name, branch, context, begin.send);

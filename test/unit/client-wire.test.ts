@@ -398,6 +398,16 @@ describe("client transactions", () => {
     expect(err.participant).toBe("A/store");
   });
 
+  test("a context token read after the callback returned begins nothing", async () => {
+    const fake = txnSidecar();
+    const dtx = await client(fake.path);
+    let leaked: { context: string } | undefined;
+    await dtx.beginDistributed("order-49", (tx) => tx.put("k", 1).then(() => void (leaked = tx)));
+    expect(leaked!.context).toBe(contextToken("order-49", "fake", fake.requests[1].branch as string, 30_000));
+    await dtx.status("order-49");
+    expect(fake.ops()).toEqual(["hello", "prepare", "status"]);
+  });
+
   test("tx used after its callback returned is refused locally", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
