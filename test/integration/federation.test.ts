@@ -167,6 +167,31 @@ describe("federated 2PC between two sidecars", () => {
     expect(await b.get("acct/b8")).toBeUndefined();
   });
 
+  test("names reused as soon as their transaction finishes: every transfer commits, though a token may reach A before its begin", async () => {
+    // Each worker names its transactions round-robin from three names, so A still holds the finished
+    // transaction of a name when the next one of that name begins, and B's enlist may arrive first.
+    const [as, bs] = await Promise.all([Promise.all([1, 2, 3, 4].map(() => client(A))), Promise.all([1, 2, 3, 4].map(() => client(B)))]);
+    const workers = 16;
+    const rounds = 24;
+    await Promise.all(
+      Array.from({ length: workers }, async (_, w) => {
+        const [ca, cb] = [as[w % 4], bs[w % 4]];
+        for (let i = 0; i < rounds; i++) {
+          const name = `reuse-${w}-${i % 3}`;
+          await ca.beginDistributed(name, async (tx) => {
+            await tx.put(`reuse/a/${w}`, i);
+            await cb.join(tx.context, (t2) => t2.put(`reuse/b/${w}`, i));
+          });
+          await ca.commitDistributed(name);
+        }
+      }),
+    );
+    for (let w = 0; w < workers; w++) {
+      expect(await a.get(`reuse/a/${w}`)).toBe(rounds - 1);
+      expect(await b.get(`reuse/b/${w}`)).toBe(rounds - 1);
+    }
+  });
+
   test("links a peer dialed work both ways: C lists only A, A does not list C", async () => {
     const C = await sidecar("C", portC, [`A=${url(portA)}`]);
     await waitForLinks(A, ["C"]);
