@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import type { Logger } from "pino";
 import { timing } from "../src/limits.ts";
 import { ErrorCode, wireError } from "../src/protocol/errors.ts";
-import { describeZodError, type PeerMessage, parseClientRequest } from "../src/protocol/messages.ts";
+import { carriedOp, describeZodError, type PeerMessage, parseClientRequest } from "../src/protocol/messages.ts";
 import { Federation, parsePeers } from "../src/federation/federation.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { SidecarMetrics } from "../src/observability/sidecar-metrics.ts";
@@ -131,8 +131,9 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
     refusal: (req) => {
       if (draining) return wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement");
-      // A prepare that carries its begin is new work too.
-      if (storage.low && (newWork.has(req.op) || (req.op === "prepare" && req.begin))) {
+      // A prepare that carries its begin, or an end that carries its join, is new work too.
+      const carried = carriedOp(req);
+      if (storage.low && (newWork.has(req.op) || (carried !== undefined && newWork.has(carried)))) {
         return wireError(ErrorCode.STORAGE_FULL, `less than ${config.storageReserveMb} MiB free in ${dataDir}; new transactions are refused until space returns (work already acknowledged continues)`);
       }
       return undefined;

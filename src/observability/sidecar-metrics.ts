@@ -1,5 +1,6 @@
 // What /metrics reports, derived from what the runtime sees: client requests
 // going in and log records becoming durable. Gauges are read at scrape time.
+import { carriedOp } from "../protocol/messages.ts";
 import type { Input } from "../txn/types.ts";
 import type { LogRecord } from "../wal/records.ts";
 import { batchBuckets, Metrics } from "./metrics.ts";
@@ -29,7 +30,7 @@ export class SidecarMetrics {
     if (input.k !== "client") return;
     const op = input.req.op;
     // A callback that only wrote is begun by its prepare (client/index.ts).
-    if (op === "begin" || (op === "prepare" && input.req.begin)) this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
+    if (op === "begin" || carriedOp(input.req) === "begin") this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
     if (op === "o_execute") this.m.counter("dtx_orchestrations_executed_total", "Orchestrated transactions executed (protocol chosen at execute).", {});
     this.requestsByOp[op] = (this.requestsByOp[op] ?? 0) + 1;
   }

@@ -140,6 +140,13 @@ export function parseClientRequest(body: unknown): { success: true; data: Client
 }
 export type ClientOp = ClientRequest["op"];
 
+/** The op a request carries besides its own: a prepare that begins its transaction, an end that joins its branch. */
+export function carriedOp(req: ClientRequest): "begin" | "join" | undefined {
+  if (req.op === "prepare" && req.begin) return "begin";
+  if (req.op === "end" && req.join !== undefined) return "join";
+  return undefined;
+}
+
 /** Messages between sidecars (federation) and from a sidecar to itself. */
 /** W3C trace context (https://www.w3.org/TR/trace-context/), carried on every message about a traced transaction. */
 const traceparent = z.string().max(128).optional();

@@ -159,6 +159,15 @@ describe("disk full", () => {
       await dtx.beginDistributed("before", (tx) => tx.put("disk/before", "kept"));
       await dtx.commitDistributed("before");
       await dtx.beginDistributed("prepared-before", (tx) => tx.put("disk/prepared", "kept"));
+      // An active transaction whose token another service will try to join once the disk is full.
+      let token = "";
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const holding = dtx.beginDistributed("joinable", async (tx) => {
+        token = tx.context;
+        await held;
+      });
+      await waitFor(async () => (await dtx.status("joinable").then((s) => s.state, () => undefined)) === "active", 5_000, "joinable begun");
 
       // Fill the disk until less than the reserve is free.
       const df = () => {
@@ -184,6 +193,14 @@ describe("disk full", () => {
         50,
       );
       expect(err.code).toBe("STORAGE_FULL");
+      // Joining is new work too, also when the join travels with the joined callback's end.
+      const other = await connect({ socket: sc.socket });
+      const joinErr = await other.join(token, (t) => t.put("disk/joined", 1)).catch((e) => e);
+      expect(joinErr.code).toBe("STORAGE_FULL");
+      other.close();
+      release();
+      await holding;
+      await dtx.rollbackDistributed("joinable");
       // Acknowledged work: readable, and a prepared transaction can still be decided.
       expect(await dtx.get("disk/before")).toBe("kept");
       await dtx.commitDistributed("prepared-before");
