@@ -9,12 +9,16 @@ export const limits = {
   opsPerBranchMax: 100_000,
   requestsInFlightPerConnMax: 4096,
   sqlResourcesPerBranchMax: 16,
+  /** Enlists a coordinator holds for a name it has not seen begun yet (see timing.enlistParkMs). */
+  parkedEnlistsMax: 4096,
 } as const;
 
 export const timing = {
   tickMs: 20,
   defaultTimeoutMs: 30_000,
   resendMs: 200,
+  /** How long a coordinator holds an enlist whose begin has not arrived before refusing it as unknown (< resendMs). */
+  enlistParkMs: 40,
   askCoordinatorMs: 1_000,
   retentionMs: 24 * 60 * 60 * 1000,
 } as const;

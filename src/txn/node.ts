@@ -142,6 +142,13 @@ export class Node {
   /** Decisions this node's clients asked of other sidecars. */
   private readonly forwardedOut = new Map<string, { to: ReplyTo; name: string; asked: number; notFound: number; deadline: number }>();
   private forwardSeq = 0;
+  /**
+   * Enlists for a name with no transaction here yet, by name, oldest first. The client sends begin
+   * before it hands out the token, but the token's enlist can still be read first (another socket,
+   * same turn): held here, it is answered when the begin arrives, not refused and asked again.
+   */
+  private readonly parkedEnlists = new Map<string, { msg: Extract<PeerMessage, { t: "enlist" }>; at: number }[]>();
+  private parkedCount = 0;
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -335,6 +342,12 @@ export class Node {
     this.addCoord(c);
     this.addBranch(this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
     if (req.traceparent) this.traces.set(req.name, req.traceparent);
+    const parked = this.parkedEnlists.get(req.name);
+    if (parked) {
+      this.parkedEnlists.delete(req.name);
+      this.parkedCount -= parked.length;
+      for (const p of parked) this.onEnlist(p.msg, now);
+    }
     return c;
   }
 
@@ -768,8 +781,14 @@ export class Node {
     const otherIncarnation = c && msg.incarnation && c.ownBranch && msg.incarnation !== c.ownBranch;
     if (!c || (otherIncarnation && isTerminal(c.state))) {
       // Maybe not begun yet: the token names a transaction whose begin has not arrived (the one held here, if any, finished).
-      const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names`;
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+      if (this.parkedCount < limits.parkedEnlistsMax) {
+        const list = this.parkedEnlists.get(msg.name);
+        if (list) list.push({ msg, at: now });
+        else this.parkedEnlists.set(msg.name, [{ msg, at: now }]);
+        this.parkedCount++;
+        return;
+      }
+      return this.refuseUnknown(msg);
     }
     if (otherIncarnation) {
       // A token of an earlier transaction with the same name must not join this one.
@@ -785,6 +804,23 @@ export class Node {
     c.branches.set(msg.branch, { ...ref, acked: false });
     this.persist({ r: "c.enlist", name: c.name, protocol: c.protocol, branch: ref, at: now });
     this.send(msg.from, { t: "enlisted", name: msg.name, branch: msg.branch, from: this.id });
+  }
+
+  private refuseUnknown(msg: Extract<PeerMessage, { t: "enlist" }>) {
+    const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names`;
+    this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+  }
+
+  /** Parked enlists whose begin did not come within enlistParkMs are refused as unknown (the joiner asks again while it is young). */
+  private expireParkedEnlists(now: number) {
+    for (const [name, list] of this.parkedEnlists) {
+      if (now - list[0].at < timing.enlistParkMs) continue;
+      const keep = list.filter((p) => now - p.at < timing.enlistParkMs);
+      for (const p of list) if (now - p.at >= timing.enlistParkMs) this.refuseUnknown(p.msg);
+      this.parkedCount -= list.length - keep.length;
+      if (keep.length) this.parkedEnlists.set(name, keep);
+      else this.parkedEnlists.delete(name);
+    }
   }
 
   private onAck(msg: Extract<PeerMessage, { t: "ack" }>, now: number) {
@@ -991,6 +1027,7 @@ export class Node {
     }
     this.orchestrator.tick(now);
     this.evictRetired(now);
+    if (this.parkedCount) this.expireParkedEnlists(now);
     for (const c of this.liveCoords) {
       switch (c.state) {
         case "active":

@@ -2,7 +2,7 @@
 // log is a MemoryWal that is durable at once; persist effects are appended to
 // it by the harness, as the runtime would.
 import { describe, expect, test } from "bun:test";
-import { timing } from "../../src/limits.ts";
+import { limits, timing } from "../../src/limits.ts";
 import type { PeerMessage } from "../../src/protocol/messages.ts";
 import { contextToken } from "../../src/protocol/token.ts";
 import { Node } from "../../src/txn/node.ts";
@@ -289,32 +289,62 @@ describe("Node: begin's branch chosen by the client", () => {
     expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).error?.code).toBe("BAD_REQUEST");
   });
 
-  test("a join whose token overtook its begin asks again at once, and is enlisted once the begin is in", () => {
+  test("a join whose token overtook its begin is held by the coordinator and enlisted once the begin is in", () => {
     const a = new Sidecar("A");
     const b = new Sidecar("B");
     const token = contextToken("t1", "A", "A.cX", 30_000);
     const enlist = sends(b.client({ op: "join", token }, 7), "enlist")[0].msg;
-    const refused = sends(a.peer(enlist), "enlist_refused")[0].msg;
+    expect(a.peer(enlist)).toEqual([]); // held: no refusal, no second round trip
+    const begun = a.client({ op: "begin", name: "t1", branch: "A.cX" });
+    expect(reply(begun).context).toBe(token);
+    expect(persisted(begun, "c.enlist")).toHaveLength(1);
+    const enlisted = sends(begun, "enlisted")[0].msg;
+    expect(reply(b.peer(enlisted))).toMatchObject({ ok: true, name: "t1" });
+  });
+
+  test("a held enlist whose begin does not come within enlistParkMs is refused as unknown, and the joiner asks again at once", () => {
+    const a = new Sidecar("A");
+    const b = new Sidecar("B");
+    const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cX", 30_000) }, 7), "enlist")[0].msg;
+    expect(a.peer(enlist)).toEqual([]);
+    expect(sends(a.tick(timing.enlistParkMs - 1), "enlist_refused")).toHaveLength(0);
+    const refused = sends(a.tick(1), "enlist_refused")[0].msg;
     expect(refused).toMatchObject({ unknown: true });
     const again = b.peer(refused);
     expect(again.some((e) => e.k === "reply")).toBe(false); // still joining
     expect(sends(again, "enlist")).toEqual([{ to: "A", msg: enlist }]);
-    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).context).toBe(token);
-    const enlisted = sends(a.peer(enlist), "enlisted")[0].msg;
-    expect(reply(b.peer(enlisted))).toMatchObject({ ok: true, name: "t1" });
+    expect(a.peer(enlist)).toEqual([]);
+    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cX" })).ok).toBe(true);
   });
 
-  test("a token that overtook its begin is asked again, also while a finished transaction of the same name is in memory", () => {
+  test("a token that overtook its begin is held, also while a finished transaction of the same name is in memory", () => {
     const a = new Sidecar("A");
     const b = new Sidecar("B");
     expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cOld" })).ok).toBe(true);
     expect(reply(settleSelf(a, a.client({ op: "rollback", name: "t1", branch: "A.cOld" }))).ok).toBe(true);
     const enlist = sends(b.client({ op: "join", token: contextToken("t1", "A", "A.cNew", 30_000) }, 7), "enlist")[0].msg;
-    const refused = sends(a.peer(enlist), "enlist_refused")[0].msg;
-    expect(refused).toMatchObject({ unknown: true });
-    expect(sends(b.peer(refused), "enlist")).toHaveLength(1);
-    expect(reply(a.client({ op: "begin", name: "t1", branch: "A.cNew" })).ok).toBe(true);
-    expect(reply(b.peer(sends(a.peer(enlist), "enlisted")[0].msg))).toMatchObject({ ok: true, name: "t1" });
+    expect(a.peer(enlist)).toEqual([]);
+    const begun = a.client({ op: "begin", name: "t1", branch: "A.cNew" });
+    expect(reply(begun).ok).toBe(true);
+    expect(reply(b.peer(sends(begun, "enlisted")[0].msg))).toMatchObject({ ok: true, name: "t1" });
+  });
+
+  test("a held enlist whose begin names another branch is refused as an earlier transaction's token", () => {
+    const a = new Sidecar("A");
+    const enlist = { t: "enlist", name: "t1", branch: "B.cJ", from: "B", incarnation: "A.cOld" } as const;
+    expect(a.peer(enlist)).toEqual([]);
+    const begun = a.client({ op: "begin", name: "t1", branch: "A.cNew" });
+    expect(reply(begun).ok).toBe(true);
+    expect(sends(begun, "enlist_refused")[0].msg).toMatchObject({ name: "t1", branch: "B.cJ" });
+    expect(a.node.coords.get("t1")?.branches.has("B.cJ")).toBe(false);
+  });
+
+  test(`at most parkedEnlistsMax (${limits.parkedEnlistsMax}) enlists are held; beyond that an unknown name is refused at once`, () => {
+    const a = new Sidecar("A");
+    for (let i = 0; i < limits.parkedEnlistsMax; i++) expect(a.peer({ t: "enlist", name: `t${i}`, branch: `B.c${i}`, from: "B", incarnation: "A.cX" })).toEqual([]);
+    expect(sends(a.peer({ t: "enlist", name: "over", branch: "B.cO", from: "B", incarnation: "A.cX" }), "enlist_refused")[0].msg).toMatchObject({ unknown: true });
+    expect(sends(a.tick(timing.enlistParkMs), "enlist_refused")).toHaveLength(limits.parkedEnlistsMax);
+    expect(a.peer({ t: "enlist", name: "later", branch: "B.cL", from: "B", incarnation: "A.cX" })).toEqual([]);
   });
 
   test("after the one repeat, an unknown name is asked again each tick, and refused once resendMs has passed", () => {
