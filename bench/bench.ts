@@ -13,6 +13,8 @@ import { fsyncFloor, type LatencyStats, load, stats } from "./measure.ts";
 
 export interface BenchOptions {
   durationS: number;
+  /** Each path (and the baseline) first runs this long at concurrency 16, unmeasured: see warmUp. */
+  warmupS: number;
   concurrency: number[];
   json: boolean;
   pgUrl: string;
@@ -36,6 +38,10 @@ export async function runBench(opts: BenchOptions) {
   const started = performance.now();
   const say = (s: string) => opts.progress(`[${((performance.now() - started) / 1000).toFixed(1)}s] ${s}`);
   const ms = opts.durationS * 1000;
+  const warmUp = (op: (w: number, i: number) => Promise<unknown>) => {
+    if (opts.warmupS > 0) say(`  warm-up: ${opts.warmupS} s at concurrency 16, not measured`);
+    return load(op, 16, opts.warmupS * 1000);
+  };
   const sidecars: SidecarProcess[] = [];
   const clients: Client[] = [];
   try {
@@ -87,6 +93,7 @@ export async function runBench(opts: BenchOptions) {
       opts.concurrency,
       ms,
       say,
+      warmUp,
     );
     const rssAfterLocal = rssMb(A);
 
@@ -127,6 +134,7 @@ export async function runBench(opts: BenchOptions) {
       opts.concurrency,
       ms,
       say,
+      warmUp,
     );
 
     // ---- saga ----------------------------------------------------------------
@@ -146,12 +154,13 @@ export async function runBench(opts: BenchOptions) {
       opts.concurrency,
       ms,
       say,
+      warmUp,
     );
     const rssPeak = Math.max(rssMb(A), rssAfterLocal, ...fed.map(rssMb));
 
     // ---- baseline ------------------------------------------------------------
     say("baseline: Bun.sql beginDistributed/commitDistributed on PostgreSQL");
-    const baseline = await postgresBaseline(opts.pgUrl, ms).catch((e) => ({ skipped: `PostgreSQL baseline not measured: ${(e as Error).message}` }));
+    const baseline = await postgresBaseline(opts.pgUrl, ms, warmUp).catch((e) => ({ skipped: `PostgreSQL baseline not measured: ${(e as Error).message}` }));
 
     // ---- ratios ----------------------------------------------------------------
     // The floor of a path: its sequential durable writes and round trips.
@@ -191,6 +200,7 @@ export async function runBench(opts: BenchOptions) {
         crossC64OverBaselineC64: baselineC64 && cross.perSec["64"] ? round(cross.perSec["64"] / baselineC64) : null,
         localBestPerSecOverBaselineC64: baselineC64 ? round(local.best.perSec / baselineC64) : null,
       },
+      warmupS: opts.warmupS,
       durationS: round((performance.now() - started) / 1000, 1),
     };
     say("done");
@@ -202,9 +212,17 @@ export async function runBench(opts: BenchOptions) {
   }
 }
 
-async function path(op: (w: number, i: number) => Promise<unknown>, dataDir: string, concurrency: number[], ms: number, say: (s: string) => void): Promise<PathResult> {
-  // Warm-up: the sidecars were just started, and for their first seconds the JIT competes with them for the two cores.
-  await load(op, 16, Math.min(2_000, ms));
+async function path(
+  op: (w: number, i: number) => Promise<unknown>,
+  dataDir: string,
+  concurrency: number[],
+  ms: number,
+  say: (s: string) => void,
+  warmUp: (op: (w: number, i: number) => Promise<unknown>) => Promise<unknown>,
+): Promise<PathResult> {
+  // Warm-up: the sidecars were just started, and for their first seconds the JIT compiles their hot code
+  // on the same two cores (over 2 s of compiler time per sidecar in a cross run); a sidecar lives for days.
+  await warmUp(op);
   // This disk's fsync latency drifts during a run (0.2–0.55 ms here): the latency ratio uses a floor measured beside it.
   const before = fsyncFloor(dataDir, 150).p50;
   const c1 = await load(op, 1, ms);
@@ -280,7 +298,7 @@ async function roundTrip(kind: "uds" | "ws", root: string): Promise<LatencyStats
 }
 
 /** Bun.sql's own two-phase commit: two rows per transaction, PostgreSQL's default durability. */
-async function postgresBaseline(url: string, ms: number) {
+async function postgresBaseline(url: string, ms: number, warmUp: (op: () => Promise<unknown>) => Promise<unknown>) {
   const admin = new SQL(url, { max: 1 });
   try {
     const [{ max_prepared_transactions: mpt }] = await admin`SHOW max_prepared_transactions`;
@@ -302,7 +320,7 @@ async function postgresBaseline(url: string, ms: number) {
     await db.commitDistributed(name);
   };
   try {
-    await load(txn, 4, 300);
+    await warmUp(txn);
     const c1 = await load(txn, 1, ms);
     const c64 = await load(txn, 64, ms);
     return { p50C1Ms: c1.latency.p50, p99C1Ms: c1.latency.p99, perSecC64: c64.perSec, errors: c1.errors + c64.errors };

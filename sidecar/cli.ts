@@ -12,7 +12,7 @@ const usage = `usage:
   dtx list [--state prepared] [--socket S] [--json]
   dtx resolve <name> --commit|--rollback [--socket S]
   dtx peers [--socket S] [--json]
-  dtx bench [--json] [--duration S] [--concurrency 1,16,64,256] [--pg postgres://…]
+  dtx bench [--json] [--duration S] [--warmup S] [--concurrency 1,16,64,256] [--pg postgres://…]
 Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
 
 /** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage, 3 cannot reach the sidecar. */
@@ -65,13 +65,15 @@ async function bench(args: string[]): Promise<number> {
   const json = args.includes("--json");
   const { runBench } = await import("../bench/bench.ts");
   const durationS = Number(takeFlag(args, "--duration") ?? 3);
+  const warmupS = Number(takeFlag(args, "--warmup") ?? 2);
   const concurrency = (takeFlag(args, "--concurrency") ?? "1,16,64,256").split(",").map(Number);
-  if (!(durationS > 0) || concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
-    console.error("dtx bench: --duration takes seconds > 0, --concurrency a list of whole numbers ≥ 1");
+  if (!(durationS > 0) || !(warmupS >= 0) || concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
+    console.error("dtx bench: --duration takes seconds > 0, --warmup seconds ≥ 0, --concurrency a list of whole numbers ≥ 1");
     return 2;
   }
   const result = await runBench({
     durationS,
+    warmupS,
     concurrency,
     json,
     pgUrl: takeFlag(args, "--pg") ?? process.env.DTX_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432/test",

@@ -6,7 +6,7 @@ import { resolve } from "node:path";
 const root = resolve(import.meta.dir, "../..");
 
 test("dtx bench --json runs briefly and reports every figure", async () => {
-  const run = Bun.spawn([process.execPath, "sidecar/cli.ts", "bench", "--json", "--duration", "0.3", "--concurrency", "1,4"], { cwd: root, stdout: "pipe", stderr: "pipe" });
+  const run = Bun.spawn([process.execPath, "sidecar/cli.ts", "bench", "--json", "--duration", "0.3", "--warmup", "0.3", "--concurrency", "1,4"], { cwd: root, stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(run.stdout).text(), new Response(run.stderr).text(), run.exited]);
   expect(code).toBe(0);
   expect(err).toContain("local: one sidecar"); // progress goes to stderr
@@ -26,4 +26,5 @@ test("dtx bench --json runs briefly and reports every figure", async () => {
   for (const k of ["localP50OverFloor", "crossP50OverFloor", "sagaP50OverFloor", "localFloorMs", "crossFloorMs"]) expect(r.ratios[k]).toBeGreaterThan(0);
   expect(r.ratios.formulas.local).toContain("fsync");
   expect(r.ratios.formulas.fsync).toContain("concurrency-1 run");
+  expect(r.warmupS).toBe(0.3);
 }, 180_000);
