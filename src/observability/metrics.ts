@@ -11,7 +11,16 @@ const render = (labels: Labels) =>
 // Label sets repeat (a handful of ops, outcomes, phases): render each once, not on every request.
 const rendered = new Map<string, string>();
 const renderedMax = 10_000;
+// A caller that passes the same label object every time (a module constant) skips even building the raw key.
+const byObject = new WeakMap<Labels, string>();
 const key = (labels: Labels): string => {
+  const known = byObject.get(labels);
+  if (known !== undefined) return known;
+  const k = keyOf(labels);
+  if (Object.isFrozen(labels)) byObject.set(labels, k);
+  return k;
+};
+const keyOf = (labels: Labels): string => {
   let raw = "";
   for (const k in labels) raw += `${k}\u0000${labels[k]}\u0001`;
   if (raw === "") return "";
@@ -32,6 +41,10 @@ class Series<T> {
   ) {}
 }
 
+/** Label sets that never change: frozen, so their key is computed once (see key). */
+export const constLabels = <T extends Labels>(labels: T): Readonly<T> => Object.freeze(labels);
+const noLabels = constLabels({});
+
 export const latencyBucketsMs = [0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 30000];
 export const batchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024];
 
@@ -47,7 +60,7 @@ export class Metrics {
   private gauges = new Map<string, Series<() => number> | Series<number>>();
   private histograms = new Map<string, Series<Histogram> & { bounds: number[] }>();
 
-  counter(name: string, help: string, labels: Labels = {}, by = 1): void {
+  counter(name: string, help: string, labels: Labels = noLabels, by = 1): void {
     let s = this.counters.get(name);
     if (!s) this.counters.set(name, (s = new Series<number>(name, help, "counter")));
     const k = key(labels);
@@ -67,7 +80,7 @@ export class Metrics {
     this.gauge(name, help, read, labelName, "counter");
   }
 
-  observe(name: string, help: string, value: number, labels: Labels = {}, bounds = latencyBucketsMs): void {
+  observe(name: string, help: string, value: number, labels: Labels = noLabels, bounds = latencyBucketsMs): void {
     let s = this.histograms.get(name);
     if (!s) this.histograms.set(name, (s = Object.assign(new Series<Histogram>(name, help, "histogram"), { bounds })));
     const k = key(labels);

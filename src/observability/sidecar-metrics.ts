@@ -3,7 +3,19 @@
 import { carriedOp } from "../protocol/messages.ts";
 import type { Input } from "../txn/types.ts";
 import type { LogRecord } from "../wal/records.ts";
-import { batchBuckets, Metrics } from "./metrics.ts";
+import { batchBuckets, constLabels, Metrics } from "./metrics.ts";
+
+const phase = {
+  prepare: constLabels({ phase: "prepare" }),
+  awaitDecision: constLabels({ phase: "await_decision" }),
+  commit: constLabels({ phase: "commit" }),
+  total: constLabels({ phase: "total" }),
+};
+const begunDistributed = constLabels({ protocol: "2pc", kind: "distributed" });
+const finished = {
+  committed: { "2pc": constLabels({ outcome: "committed", protocol: "2pc" }), saga: constLabels({ outcome: "committed", protocol: "saga" }) },
+  rolled_back: { "2pc": constLabels({ outcome: "rolled_back", protocol: "2pc" }), saga: constLabels({ outcome: "rolled_back", protocol: "saga" }) },
+};
 
 export interface GaugeSources {
   clientConnections(): number;
@@ -30,7 +42,7 @@ export class SidecarMetrics {
     if (input.k !== "client") return;
     const op = input.req.op;
     // A callback that only wrote is begun by its prepare (client/index.ts).
-    if (op === "begin" || carriedOp(input.req) === "begin") this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", { protocol: "2pc", kind: "distributed" });
+    if (op === "begin" || carriedOp(input.req) === "begin") this.m.counter("dtx_transactions_begun_total", "Transactions begun, by protocol and kind.", begunDistributed);
     if (op === "o_execute") this.m.counter("dtx_orchestrations_executed_total", "Orchestrated transactions executed (protocol chosen at execute).", {});
     this.requestsByOp[op] = (this.requestsByOp[op] ?? 0) + 1;
   }
@@ -41,21 +53,21 @@ export class SidecarMetrics {
       switch (rec.r) {
         case "c.prepared":
           this.phases.set(rec.name, { createdAt: rec.createdAt, preparedAt: rec.at });
-          this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - rec.createdAt, { phase: "prepare" });
+          this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - rec.createdAt, phase.prepare);
           break;
         case "c.decision": {
           const p = this.phases.get(rec.name);
           if (p) p.decidedAt = rec.at;
-          if (p?.preparedAt) this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - p.preparedAt, { phase: "await_decision" });
+          if (p?.preparedAt) this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - p.preparedAt, phase.awaitDecision);
           break;
         }
         case "c.end": {
           const p = this.phases.get(rec.name);
           this.phases.delete(rec.name);
           const outcome = rec.outcome === "commit" ? "committed" : "rolled_back";
-          this.m.counter("dtx_transactions_finished_total", "Transactions finished, by outcome and protocol.", { outcome, protocol: rec.protocol });
-          if (p?.decidedAt) this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - p.decidedAt, { phase: "commit" });
-          this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - rec.createdAt, { phase: "total" });
+          this.m.counter("dtx_transactions_finished_total", "Transactions finished, by outcome and protocol.", finished[outcome][rec.protocol]);
+          if (p?.decidedAt) this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - p.decidedAt, phase.commit);
+          this.m.observe("dtx_phase_ms", "Time spent per phase of a transaction, in milliseconds.", rec.at - rec.createdAt, phase.total);
           break;
         }
         case "o.begin":
@@ -74,7 +86,7 @@ export class SidecarMetrics {
   /** One WAL flush (fsync): how long it took, and how many appends it made durable. */
   flush(ms: number, appends: number): void {
     this.m.observe("dtx_wal_fsync_ms", "WAL flush (fsync) latency in milliseconds.", ms);
-    this.m.observe("dtx_wal_batch_appends", "Appends made durable by one flush (group commit).", appends, {}, batchBuckets);
+    this.m.observe("dtx_wal_batch_appends", "Appends made durable by one flush (group commit).", appends, undefined, batchBuckets);
   }
 
   render(): string {
