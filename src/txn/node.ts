@@ -814,12 +814,13 @@ export class Node {
   /** Parked enlists whose begin did not come within enlistParkMs are refused as unknown (the joiner asks again while it is young). */
   private expireParkedEnlists(now: number) {
     for (const [name, list] of this.parkedEnlists) {
-      if (now - list[0].at < timing.enlistParkMs) continue;
-      const keep = list.filter((p) => now - p.at < timing.enlistParkMs);
-      for (const p of list) if (now - p.at >= timing.enlistParkMs) this.refuseUnknown(p.msg);
-      this.parkedCount -= list.length - keep.length;
-      if (keep.length) this.parkedEnlists.set(name, keep);
-      else this.parkedEnlists.delete(name);
+      // Oldest first: refuse the expired prefix, keep the rest.
+      let expired = 0;
+      while (expired < list.length && now - list[expired].at >= timing.enlistParkMs) this.refuseUnknown(list[expired++].msg);
+      if (!expired) continue;
+      this.parkedCount -= expired;
+      if (expired === list.length) this.parkedEnlists.delete(name);
+      else list.splice(0, expired);
     }
   }
 
