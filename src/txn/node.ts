@@ -780,7 +780,7 @@ export class Node {
     }
     const otherIncarnation = c && msg.incarnation && c.ownBranch && msg.incarnation !== c.ownBranch;
     if (!c || (otherIncarnation && isTerminal(c.state))) {
-      // Maybe not begun yet: the token names a transaction whose begin has not arrived (the one held here, if any, finished).
+      // Maybe not begun yet: the token names a transaction whose begin has not arrived (the one in memory, if any, finished).
       if (this.parkedCount < limits.parkedEnlistsMax) {
         const list = this.parkedEnlists.get(msg.name);
         if (list) list.push({ msg, at: now });
@@ -943,9 +943,9 @@ export class Node {
       return;
     }
     if (msg.unknown && now - b.joinedAt < timing.resendMs) {
-      // The token can travel faster than its begin (the client sends begin without waiting for it): a
-      // coordinator that does not know the name yet is asked again, at once the first time (its begin is
-      // most likely in by now), then at each tick for a while.
+      // The token can travel faster than its begin (the client sends begin without waiting for it). The
+      // coordinator holds such an enlist for enlistParkMs before it refuses it as unknown; the branch, while
+      // young, asks again: at once the first time, then at each tick.
       b.joinWaiter = waiter;
       if (b.enlistRepeated) b.lastContact = now - timing.resendMs; // the next tick asks
       else {
