@@ -1,8 +1,8 @@
 // One suite for the Wal interface, run against every implementation.
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Journal } from "../../src/wal/journal.ts";
+import { Journal, SyncThread } from "../../src/wal/journal.ts";
 import { LmdbWal } from "../../src/wal/lmdb-wal.ts";
 import { MemoryWal } from "../../src/wal/memory-wal.ts";
 import type { LogRecord } from "../../src/wal/records.ts";
@@ -105,6 +105,21 @@ test("LMDB: records nobody waits for ride with the next batch's sync, or go once
   await wal.append([end("h4")], false);
   expect(wal.stats.flushes).toBe(3);
   await wal.close();
+});
+
+test("the journal's sync thread reports a failed fdatasync with its code, and goes on syncing", async () => {
+  const d = tempDir("dtx-wal-");
+  dirs.push(d);
+  const syncer = new SyncThread();
+  try {
+    const err = await syncer.fdatasync(2 ** 30).then(() => undefined, (e: NodeJS.ErrnoException) => e);
+    expect(err?.code).toBe("EBADF");
+    const fd = openSync(join(d, "f"), "w");
+    await syncer.fdatasync(fd);
+    closeSync(fd);
+  } finally {
+    syncer.stop();
+  }
 });
 
 test("memory: crash drops the unflushed tail and nothing flushed", async () => {
