@@ -11,7 +11,7 @@
 // Frame: u32 payload length, u32 CRC-32 of the payload, payload =
 // MessagePack [seq, records]. Reading stops at the first frame that is short
 // or fails its CRC: that is the torn tail of a write no one was told was durable.
-import { closeSync, fdatasyncSync, fsyncSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { Packr } from "msgpackr";
 import type { LogRecord } from "./records.ts";
@@ -43,7 +43,8 @@ export class Journal {
   private bytes = 0;
   private allocated = 0;
   private sealed: SealedFile[] = [];
-  private syncer?: SyncThread;
+  /** Started by the first syncAsync; null: it could not be started. */
+  private syncer?: SyncThread | null;
 
   /** Opens a fresh file whose first batch will be `nextSeq`. Call after replaying and removing the old ones. */
   constructor(
@@ -108,8 +109,15 @@ export class Journal {
 
   /** fdatasync on the journal's own thread: the event loop goes on serving while the disk works. */
   syncAsync(): Promise<void> {
-    this.syncer ??= new SyncThread();
-    return this.syncer.fdatasync(this.fd);
+    if (this.syncer === undefined) {
+      try {
+        this.syncer = new SyncThread();
+      } catch {
+        this.syncer = null; // no thread to be had (a process limit, say): Bun's pool is slower, not less durable
+      }
+    }
+    if (this.syncer) return this.syncer.fdatasync(this.fd);
+    return new Promise((resolve, reject) => fdatasync(this.fd, (e) => (e ? reject(e) : resolve())));
   }
 
   /**
