@@ -1,6 +1,7 @@
 // Three real sidecars, accounts spread over all three, 1,000 cross-sidecar
 // transfers (32 in flight) while a random sidecar — coordinators included — is
-// killed with kill -9 and restarted about every half second. Afterwards every
+// killed with kill -9 and restarted after every 200 finished transfers (by
+// progress, not by the clock: a faster build must not outrun the kills). Afterwards every
 // transaction is final, no branch is left prepared, and every balance equals
 // its opening balance plus exactly the committed transfers.
 import { afterAll, expect, test } from "bun:test";
@@ -21,7 +22,7 @@ const transfersTotal = Number(process.env.DTX_CHAOS_TRANSFERS ?? 1_000);
 const inFlight = 32;
 const accountsPerSidecar = 100;
 const openingBalance = 1_000;
-const killEveryMs = 500;
+const killEveryTransfers = 200;
 const clientsPerSidecar = 4;
 const ids = ["S0", "S1", "S2"];
 
@@ -135,12 +136,24 @@ test(
 
     let next = 0;
     let finished = 0;
+    let onFinished: (() => void) | undefined;
+    /** Resolves once `n` transfers have finished. */
+    const finishedAtLeast = (n: number) =>
+      new Promise<void>((resolve) => {
+        onFinished = () => {
+          if (finished < n) return;
+          onFinished = undefined;
+          resolve();
+        };
+        onFinished();
+      });
     const started = performance.now();
     const workers = Array.from({ length: inFlight }, async (_, w) => {
       while (next < transfers.length) {
         const t = transfers[next++];
         await run(t, w);
         finished++;
+        onFinished?.();
       }
     });
     const allDone = Promise.all(workers);
@@ -150,8 +163,8 @@ test(
     let kills = 0;
     const killsOf = ids.map(() => 0);
     while (!done) {
-      await Promise.race([Bun.sleep(killEveryMs), allDone]); // the kill cadence is what this test is about
-      if (done) break;
+      await Promise.race([finishedAtLeast((kills + 1) * killEveryTransfers), allDone]);
+      if (done || finished >= transfers.length) break;
       const victim = sidecars[Math.floor(killRand() * sidecars.length)];
       await victim.kill9();
       kills++;
