@@ -172,15 +172,17 @@ export function removeJournalFiles(files: string[]): void {
 
 /**
  * One worker thread that runs fdatasync for the journal, one call at a time in
- * order. Bun's fs.fdatasync(fd, cb) goes through its shared pool and costs
- * ~0.3 ms a call here against ~0.15 ms for the call itself; a thread of our own
- * that answers by postMessage costs ~0.19 ms and ~17 µs of the event loop's
- * time (dtx bench, decisions.md). It starts with the first sync that needs it
- * (an idle sidecar syncs on its event loop and never starts it).
+ * order. Bun's fs.fdatasync(fd, cb) goes through its shared pool and cost
+ * ~0.30 ms a call here against ~0.15 ms for the call itself; a thread of our
+ * own that answers by postMessage cost ~0.19 ms and ~17 µs of the event loop's
+ * time (measured ad hoc; decisions.md, "Group commit"). It starts with the
+ * first sync that needs it, so a sidecar that has done no work has no thread.
  */
 export class SyncThread {
   private readonly worker: Worker;
   private readonly waiting: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  /** Set once the thread is gone (it failed, or stop): later syncs are refused, never left waiting. */
+  private gone?: Error;
 
   constructor() {
     const source = `const { fdatasyncSync } = require("node:fs");
@@ -200,6 +202,7 @@ self.onmessage = (e) => {
   }
 
   fdatasync(fd: number): Promise<void> {
+    if (this.gone) return Promise.reject(this.gone);
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.worker.postMessage(fd);
@@ -212,6 +215,7 @@ self.onmessage = (e) => {
   }
 
   private failAll(e: Error): void {
+    this.gone ??= e;
     for (const w of this.waiting.splice(0)) w.reject(e);
   }
 }

@@ -107,7 +107,7 @@ test("LMDB: records nobody waits for ride with the next batch's sync, or go once
   await wal.close();
 });
 
-test("the journal's sync thread reports a failed fdatasync with its code, and goes on syncing", async () => {
+test("the journal's sync thread reports a failed fdatasync with its code, goes on syncing, and refuses once stopped", async () => {
   const d = tempDir("dtx-wal-");
   dirs.push(d);
   const syncer = new SyncThread();
@@ -116,6 +116,10 @@ test("the journal's sync thread reports a failed fdatasync with its code, and go
     expect(err?.code).toBe("EBADF");
     const fd = openSync(join(d, "f"), "w");
     await syncer.fdatasync(fd);
+    syncer.stop();
+    // A stopped thread refuses at once; nothing is left waiting on it.
+    const refused = await syncer.fdatasync(fd).then(() => undefined, (e: Error) => e);
+    expect(refused?.message).toBe("the journal was closed");
     closeSync(fd);
   } finally {
     syncer.stop();
