@@ -2,8 +2,9 @@
 // transfers (32 in flight) while a random sidecar — coordinators included — is
 // killed with kill -9 and restarted after every 200 finished transfers (by
 // progress, not by the clock: a faster build must not outrun the kills).
-// Afterwards every transaction is final, no branch is left prepared, and every balance equals
-// its opening balance plus exactly the committed transfers.
+// Afterwards every transaction is final, no branch is left prepared, and
+// every balance equals its opening balance plus exactly the committed
+// transfers.
 import { afterAll, expect, test } from "bun:test";
 import {
   type Client,
