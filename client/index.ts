@@ -190,7 +190,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     if (c.lost) return Promise.reject(c.lost);
     const id = nextId++;
     const body: Record<string, unknown> = { id, op };
-    for (const [k, v] of Object.entries(args)) if (v !== undefined) body[k] = v;
+    for (const k in args) if (args[k as keyof typeof args] !== undefined) body[k] = args[k as keyof typeof args];
     let frame: Uint8Array;
     try {
       frame = encodeFrame(body);

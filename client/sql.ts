@@ -146,6 +146,7 @@ export class TxSql {
 
   /** Prepare every branch, close its connection and report it. Rejects with the first failure. */
   async prepareAll(): Promise<void> {
+    if (this.branches.size === 0) return; // the common case: the callback used no database
     const settled = await Promise.allSettled([...this.branches.values()].map((b) => this.prepareOne(b)));
     const failed = settled.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -184,6 +185,7 @@ export class TxSql {
 
   /** Roll back every branch not yet prepared and close every connection; prepared ones the sidecar rolls back. */
   async rollbackAll(): Promise<void> {
+    if (this.branches.size === 0) return;
     await Promise.all([...this.branches.values()].map((b) => this.rollbackOne(b)));
   }
 
