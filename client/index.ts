@@ -190,7 +190,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     if (c.lost) return Promise.reject(c.lost);
     const id = nextId++;
     const body: Record<string, unknown> = { id, op };
-    for (const k in args) if (args[k as keyof typeof args] !== undefined) body[k] = args[k as keyof typeof args];
+    const fields = args as Record<string, unknown>;
+    for (const k in fields) if (fields[k] !== undefined) body[k] = fields[k];
     let frame: Uint8Array;
     try {
       frame = encodeFrame(body);
