@@ -136,12 +136,12 @@ export class Journal {
     while (this.sealed.length && this.sealed[0].lastSeq <= seq) unlinkSync(this.sealed.shift()!.path);
   }
 
-  /** Close; with `everythingDurable` (LMDB holds all of it) the files are deleted. */
   /** Journal files on disk: the current one and those sealed but not yet released. */
   get files(): number {
     return this.sealed.length + 1;
   }
 
+  /** Close (and stop the sync thread); with `everythingDurable` (LMDB holds all of it) the files are deleted. */
   close(everythingDurable: boolean): void {
     this.syncer?.stop();
     closeSync(this.fd);
