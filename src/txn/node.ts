@@ -273,9 +273,13 @@ export class Node {
         return this.sqlPrepared(req, from);
       case "list":
         return this.ok(from, { transactions: this.list(req.state, req.limit) });
-      case "o_create":
+      case "o_create": {
         if (this.nameTaken(req.name)) return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is active; names are unique while a transaction is active`));
-        return this.orchestrator.create(req, from, now);
+        // The seed's requirements (timeout in seconds) and the flat options are one thing inside (the schema refuses both).
+        const { requirements: r, ...flat } = req;
+        const timeoutMs = r?.timeout === undefined ? undefined : Math.round(r.timeout * 1000);
+        return this.orchestrator.create(r ? { ...flat, consistency: r.consistency, availability: r.availability, timeoutMs } : flat, from, now);
+      }
       case "o_add":
         return this.orchestrator.add(req.name, req.participant, from);
       case "o_execute":

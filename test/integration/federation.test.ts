@@ -332,6 +332,22 @@ describe("peer authentication", () => {
     await a.rollbackDistributed("fed-invalid-1");
   });
 
+  test("a peer message with a field its protocol version does not have is refused by name and not applied", async () => {
+    await prepareAcross("fed-strict-1", "auth/a4", "auth/b4", 4);
+    const branch = await branchOn("fed-strict-1", "B");
+    const raw = await RawPeer.open(B.port);
+    await raw.authenticate("A", secret);
+    await raw.next("welcome");
+    raw.send({ t: "decision", name: "fed-strict-1", branch, from: "A", outcome: "commit", force: true });
+    const error = await raw.next("error");
+    expect(error).toMatchObject({ t: "error", code: "BAD_REQUEST" });
+    expect(String(error.message)).toContain("force: unknown field");
+    expect((await b.status("fed-strict-1")).state).toBe("prepared");
+    expect(await b.get("auth/b4")).toBeUndefined();
+    raw.ws.close();
+    await a.rollbackDistributed("fed-strict-1");
+  });
+
   test("a batch delivers each valid message in it and drops only the invalid ones; a malformed batch is dropped whole", async () => {
     const raw = await RawPeer.open(B.port);
     await raw.authenticate("Y", secret);
