@@ -32,7 +32,7 @@ export type BeginOptions = Omit<Args<"begin">, "name" | "branch">;
 export type ListOptions = Args<"list">;
 export type PrepareResult = { name: string; state: "prepared"; protocol: Protocol };
 export type CommitResult = { name: string; outcome: "committed"; protocol: Protocol; pending: string[] };
-export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: Protocol };
+export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: Protocol; pending: string[] };
 export type StatusResult = {
   name: string;
   state: TxnState;
@@ -560,7 +560,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     },
 
     async rollbackDistributed(name) {
-      return (await call("rollback", { name })) as RollbackResult;
+      const r = await call("rollback", { name });
+      return { ...r, pending: Array.isArray(r.pending) ? r.pending : [] } as RollbackResult;
     },
 
     async status(name) {

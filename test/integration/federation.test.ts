@@ -98,7 +98,7 @@ describe("federated 2PC between two sidecars", () => {
 
   test("rollbackDistributed discards the writes on both sidecars", async () => {
     await prepareAcross("fed-rollback-1", "acct/a3", "acct/b3", 1);
-    expect(await a.rollbackDistributed("fed-rollback-1")).toEqual({ name: "fed-rollback-1", outcome: "rolled_back", protocol: "2pc" });
+    expect(await a.rollbackDistributed("fed-rollback-1")).toEqual({ name: "fed-rollback-1", outcome: "rolled_back", protocol: "2pc", pending: [] });
     expect(await a.get("acct/a3")).toBeUndefined();
     expect(await b.get("acct/b3")).toBeUndefined();
     await waitFor(async () => (await b.status("fed-rollback-1")).state === "rolled_back", 5_000, "B's branch rolled back");
