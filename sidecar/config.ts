@@ -12,6 +12,8 @@ export const configSchema = z.object({
   host: z.string().min(1),
   peers: z.array(keyValue),
   secretFile: z.string().optional(),
+  /** File holding the bearer token the transaction API and dashboard data require (always, once given). */
+  adminTokenFile: z.string().optional(),
   dbs: z.array(keyValue),
   /** How often prepared SQL branches are reconciled with the log. */
   sqlReconcileMs: z.coerce.number().int().min(20).max(3_600_000),
@@ -33,6 +35,7 @@ const flags: Record<string, { key: keyof SidecarConfig; env: string; many?: bool
   "--host": { key: "host", env: "DTX_HOST" },
   "--peer": { key: "peers", env: "DTX_PEERS", many: true },
   "--secret-file": { key: "secretFile", env: "DTX_SECRET_FILE" },
+  "--admin-token-file": { key: "adminTokenFile", env: "DTX_ADMIN_TOKEN_FILE" },
   "--db": { key: "dbs", env: "DTX_DBS", many: true },
   "--sql-reconcile-ms": { key: "sqlReconcileMs", env: "DTX_SQL_RECONCILE_MS" },
   "--storage-reserve-mb": { key: "storageReserveMb", env: "DTX_STORAGE_RESERVE_MB" },
