@@ -170,7 +170,17 @@ export const peerMessage = z.discriminatedUnion("t", [
   z.strictObject({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
   z.strictObject({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   // unknown: the coordinator holds no transaction of that name (yet: its begin may still be on the way).
-  z.strictObject({ t: z.literal("enlist_refused"), traceparent, name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000), unknown: z.boolean().optional() }),
+  // `code`: what the joiner's client is told (a transaction rolled back or unknown there is TRANSACTION_ABORTED).
+  z.strictObject({
+    t: z.literal("enlist_refused"),
+    traceparent,
+    name: txnName,
+    branch: branchId,
+    from: sidecarId,
+    reason: z.string().max(1000),
+    unknown: z.boolean().optional(),
+    code: z.enum(["INVALID_STATE", "TRANSACTION_ABORTED", "LIMIT_EXCEEDED"]).optional(),
+  }),
   z.strictObject({ t: z.literal("prepare"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   z.strictObject({
     t: z.literal("vote"),

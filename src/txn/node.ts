@@ -765,10 +765,11 @@ export class Node {
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `the token belongs to an earlier transaction named "${msg.name}"` });
     }
     if (c.state !== "active") {
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` });
+      const code = c.state === "rolling_back" || c.state === "rolled_back" ? "TRANSACTION_ABORTED" : "INVALID_STATE";
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active`, code });
     }
     if (c.branches.size >= limits.branchesPerTxnMax) {
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches` });
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches`, code: "LIMIT_EXCEEDED" });
     }
     const ref = { id: msg.branch, sidecar: msg.from };
     c.branches.set(msg.branch, { ...ref, acked: false });
@@ -777,8 +778,9 @@ export class Node {
   }
 
   private refuseUnknown(msg: Extract<PeerMessage, { t: "enlist" }>) {
-    const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names`;
-    this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+    // Never begun there, or lost before it prepared (a coordinator crash): either way rolled back (presumed abort).
+    const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names (it was rolled back, or never begun)`;
+    this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true, code: "TRANSACTION_ABORTED" });
   }
 
   /** Parked enlists whose begin did not come within enlistParkMs are refused as unknown (the joiner asks again while it is young). */
@@ -931,7 +933,9 @@ export class Node {
       return;
     }
     this.abortBranch(b, now, false);
-    if (waiter) this.fail(waiter, wireError(ErrorCode.INVALID_STATE, `join refused: ${msg.reason}`));
+    if (!waiter) return;
+    if (msg.code === "TRANSACTION_ABORTED") this.fail(waiter, abortedError(b.name, `join refused: ${msg.reason}`, msg.from));
+    else this.fail(waiter, wireError(msg.code === "LIMIT_EXCEEDED" ? ErrorCode.LIMIT_EXCEEDED : ErrorCode.INVALID_STATE, `join refused: ${msg.reason}`));
   }
 
   /**
