@@ -36,10 +36,16 @@ export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: P
 export type StatusResult = {
   name: string;
   state: TxnState;
-  protocol: Protocol;
+  /** null: an orchestrated transaction not executed yet. */
+  protocol: Protocol | null;
+  /** The sidecar that coordinates it; on a sidecar that only holds branches of it, participants are those branches. */
+  coordinator: string;
   participants: Record<string, unknown>[];
-  timestamps: Record<string, number>;
-  error?: WireError;
+  timestamps: { begun: number | null; prepared: number | null; decided: number | null; finished: number | null };
+  /** Why it rolled back or failed, when it did. */
+  error: string | null;
+  /** "orchestrated" for createTransaction's face. */
+  kind?: "orchestrated";
 };
 export type TransactionSummary = { name: string; state: TxnState; protocol: Protocol } & Record<string, unknown>;
 

@@ -70,9 +70,10 @@ describe.skipIf(!gate.run)("SQL branches across two sidecars", () => {
     await prepareAcross("fed-sql-commit", 1);
     expect((await admin.gids(idA)).pg).toHaveLength(1);
     expect((await admin.gids(idB)).my).toHaveLength(1);
-    await a.commitDistributed("fed-sql-commit");
-    await noGidsLeft();
+    // Decided means done on both sidecars: B's MariaDB branch is committed before A's commit returns.
+    expect(await a.commitDistributed("fed-sql-commit")).toMatchObject({ outcome: "committed", pending: [] });
     expect(await rows(1)).toEqual({ pg: 1, my: 1 });
+    expect([await admin.gids(idA), await admin.gids(idB)]).toEqual([{ pg: [], my: [] }, { pg: [], my: [] }]);
     expect(await b.get("stock/1")).toBe(1);
   });
 

@@ -57,17 +57,18 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
     expect(held.pg[0]).toMatch(new RegExp(`^dtx:${sidecarId}:.+:orders:sql-commit$`));
     expect(held.my[0]).toMatch(new RegExp(`^dtx:${sidecarId}:.+:stock:sql-commit$`));
 
-    expect(await dtx.commitDistributed("sql-commit")).toMatchObject({ outcome: "committed" });
-    expect(await dtx.get("orders/1")).toEqual({ id: 1 });
-    await noGidsLeft();
+    // Decided means done: when commitDistributed returns, both databases have committed (no waiting here).
+    expect(await dtx.commitDistributed("sql-commit")).toMatchObject({ outcome: "committed", pending: [] });
     expect(await pgRows(1)).toBe(1);
     expect(await myRows(1)).toBe(1);
+    expect(await admin.gids(sidecarId)).toEqual({ pg: [], my: [] });
+    expect(await dtx.get("orders/1")).toEqual({ id: 1 });
   });
 
-  test("rollbackDistributed after prepare rolls back the store and both databases", async () => {
+  test("rollbackDistributed after prepare rolls back the store and both databases before it returns", async () => {
     await dtx.beginDistributed("sql-rollback", (tx) => writeEverywhere(tx, 2));
-    await dtx.rollbackDistributed("sql-rollback");
-    await noGidsLeft();
+    expect(await dtx.rollbackDistributed("sql-rollback")).toMatchObject({ outcome: "rolled_back", pending: [] });
+    expect(await admin.gids(sidecarId)).toEqual({ pg: [], my: [] });
     expect(await dtx.get("orders/2")).toBeUndefined();
     expect(await pgRows(2)).toBe(0);
     expect(await myRows(2)).toBe(0);
