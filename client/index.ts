@@ -4,7 +4,6 @@ import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { contextToken, decodeToken } from "../src/protocol/token.ts";
-import type { WireError } from "../src/protocol/errors.ts";
 import type { z } from "zod";
 import { participantSpec } from "../src/protocol/orchestration.ts";
 import {
