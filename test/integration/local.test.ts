@@ -187,6 +187,16 @@ describe("local distributed transactions", () => {
     expect(await dtx.get("to/1")).toBeUndefined();
   });
 
+  test("preparedTimeoutMs rolls back a prepared transaction nobody decided; without it a prepared transaction waits", async () => {
+    await dtx.beginDistributed("pto-wait", (tx) => tx.put("pto/wait", 1));
+    await dtx.beginDistributed("pto-policy", (tx) => tx.put("pto/policy", 1), { preparedTimeoutMs: 300 });
+    await waitFor(async () => (await dtx.status("pto-policy")).state === "rolled_back", 5_000, "pto-policy rolled back by its policy");
+    expect((await dtx.status("pto-policy")).error).toContain("preparedTimeoutMs");
+    // Prepared before pto-policy, so it has waited at least as long: by default a prepared transaction waits.
+    expect((await dtx.status("pto-wait")).state).toBe("prepared");
+    expect((await dtx.commitDistributed("pto-wait")).outcome).toBe("committed");
+  });
+
   test("timeoutMs counts from the call also when the begin travels with the prepare", async () => {
     const err = await dtx
       .beginDistributed(
