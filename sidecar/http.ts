@@ -1,19 +1,47 @@
 // HTTP on the sidecar port: health, readiness, the transaction API, and the
 // WebSocket endpoint peers dial (/v1/federation).
+import type { Server, WebSocketHandler } from "bun";
 import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
+import { ConfigError, type SidecarConfig } from "./config.ts";
 import { dashboardHtml } from "./dashboard.ts";
 import type { Sidecar } from "./sidecar.ts";
 
-export function startHttp(sidecar: Sidecar) {
+export interface SidecarHttp {
+  server: Server<AcceptedSocket>;
+  /** Answer for the sidecar from now on; until then /healthz says ok and everything else 503. */
+  serve(sidecar: Sidecar): void;
+}
+
+/**
+ * Bind the port first thing, before the data directory is locked or the socket claimed, so that a
+ * port in use (or an address this machine lacks) is a configuration error that leaves nothing behind.
+ */
+export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>): SidecarHttp {
+  try {
+    return startHttp(config, websocket);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") {
+      throw new ConfigError(`port ${config.port} on ${config.host} is in use by another process; stop it, or choose another port with --port (DTX_PORT; 0 picks a free one)`);
+    }
+    if (code === "EADDRNOTAVAIL") throw new ConfigError(`cannot listen on ${config.host}: this machine has no such address; choose another with --host (DTX_HOST)`);
+    throw e;
+  }
+}
+
+function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>): SidecarHttp {
   const json = (body: unknown, status = 200) => Response.json(body, { status });
-  return Bun.serve<AcceptedSocket>({
-    hostname: sidecar.config.host,
-    port: sidecar.config.port,
+  let sidecar: Sidecar | undefined;
+  const server = Bun.serve<AcceptedSocket>({
+    hostname: config.host,
+    port: config.port,
     // Optional TLS: the HTTP API and /v1/federation then answer on https:// and wss://.
-    tls: sidecar.config.tlsCert && sidecar.config.tlsKey ? { cert: Bun.file(sidecar.config.tlsCert), key: Bun.file(sidecar.config.tlsKey) } : undefined,
+    tls: config.tlsCert && config.tlsKey ? { cert: Bun.file(config.tlsCert), key: Bun.file(config.tlsKey) } : undefined,
     fetch: async (req, server) => {
       const url = new URL(req.url);
       const path = url.pathname;
+      // Bound while the sidecar still recovers: alive, not ready, and nothing reaches the engine yet.
+      if (!sidecar) return path === "/healthz" ? new Response("ok\n") : new Response("not ready: starting\n", { status: 503 });
       if (path === "/v1/federation") {
         if (server.upgrade(req, { data: sidecar.federation.newSocketData() })) return undefined;
         return new Response("expected a WebSocket upgrade from a dtx peer\n", { status: 426 });
@@ -34,6 +62,7 @@ export function startHttp(sidecar: Sidecar) {
       }
       return new Response("not found\n", { status: 404 });
     },
-    websocket: sidecar.federation.websocket,
+    websocket,
   });
+  return { server, serve: (s) => void (sidecar = s) };
 }

@@ -22,7 +22,7 @@ import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databa
 import { ClientServer } from "./client-server.ts";
 import { ConfigError, type SidecarConfig, isLoopback } from "./config.ts";
 import { claimSocketPath, lockDataDir } from "./exclusive.ts";
-import { startHttp } from "./http.ts";
+import { bindHttp } from "./http.ts";
 
 /** conn 0 is the sidecar's own internal client (HTTP API, admin). */
 const INTERNAL_CONN = 0;
@@ -69,11 +69,15 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }
   const socketPath = resolve(config.socket);
   const dataDir = resolve(config.data);
-  const unlock = lockDataDir(dataDir);
+  // The port first: a start refused because it is taken leaves the data directory and the socket as they were.
+  const http = bindHttp(config, federation.websocket);
+  let unlock = () => {};
   try {
+    unlock = lockDataDir(dataDir);
     await claimSocketPath(socketPath);
   } catch (e) {
     unlock();
+    http.server.stop(true);
     throw e;
   }
   mkdirSync(dataDir, { recursive: true });
@@ -213,8 +217,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     stop: async () => {},
   };
 
-  const http = startHttp(sidecar);
-  sidecar.port = http.port ?? config.port;
+  http.serve(sidecar);
+  sidecar.port = http.server.port ?? config.port;
   server.listen(socketPath);
   federation.start();
 
@@ -235,7 +239,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     await sqlBranches.stop();
     federation.stop();
     server.closeAll();
-    http.stop(true);
+    http.server.stop(true);
     await wal.close();
     unlock();
     log.info("stopped");

@@ -1,0 +1,66 @@
+// The dtx command line fails like a tool: one line saying what happened and what to do, an exit
+// code a script can act on (0 ok, 1 the request failed, 2 usage/configuration, 3 sidecar unreachable),
+// and no state left behind by a start that did not happen.
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { connect } from "../../client/index.ts";
+import { HttpParticipant } from "../helpers/http-participant.ts";
+import { SidecarProcess, tempDir } from "../helpers/sidecar-process.ts";
+
+const root = resolve(import.meta.dir, "../..");
+const started: SidecarProcess[] = [];
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const s of started) await s.cleanup();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+async function sidecar(id: string, dir?: string): Promise<SidecarProcess> {
+  const s = await new SidecarProcess({ id, dir }).start();
+  started.push(s);
+  return s;
+}
+
+interface CliRun {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Run `dtx …` from source, as a user would; a run that outlives timeoutMs is killed and reported as such. */
+async function dtx(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliRun> {
+  const t0 = performance.now();
+  const proc = Bun.spawn([process.execPath, "sidecar/cli.ts", ...args], { cwd: root, stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
+  const killer = setTimeout(() => proc.kill(9), opts.timeoutMs ?? 15_000);
+  const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  await proc.exited;
+  clearTimeout(killer);
+  return { exitCode: proc.signalCode ? null : proc.exitCode, stdout, stderr, ms: performance.now() - t0 };
+}
+
+const lines = (text: string) => text.trim().split("\n");
+
+describe("dtx sidecar refuses a bad start and leaves nothing behind", () => {
+  test("a port in use: one line naming the port and --port/DTX_PORT, exit 2, pid file and socket as they were", async () => {
+    const holder = await sidecar("port-holder");
+    // A data directory a sidecar left by kill -9: a stale pid file and a stale socket file.
+    const left = await sidecar("port-late");
+    await left.kill9();
+    const pidBefore = readFileSync(join(left.data, "sidecar.pid"), "utf8");
+    expect(existsSync(left.socket)).toBe(true);
+
+    const args = left.args();
+    args[args.indexOf("--port") + 1] = String(holder.port);
+    const run = await dtx(args);
+    expect(run.exitCode).toBe(2);
+    expect(lines(run.stderr)).toHaveLength(1);
+    expect(run.stderr).toContain(String(holder.port));
+    expect(run.stderr).toContain("--port");
+    expect(run.stderr).toContain("DTX_PORT");
+    expect(readFileSync(join(left.data, "sidecar.pid"), "utf8")).toBe(pidBefore);
+    expect(existsSync(left.socket)).toBe(true);
+    // And it starts on a free port as before.
+    await left.start();
+  });
+});
