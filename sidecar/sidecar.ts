@@ -21,7 +21,7 @@ import { SqlBranches } from "../src/participants/sql/branches.ts";
 import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databases.ts";
 import { ClientServer } from "./client-server.ts";
 import { ConfigError, type SidecarConfig, isLoopback } from "./config.ts";
-import { claimSocketPath, lockDataDir } from "./exclusive.ts";
+import { checkDataDirId, claimDataDirId, claimSocketPath, lockDataDir } from "./exclusive.ts";
 import { bindHttp } from "./http.ts";
 
 /** conn 0 is the sidecar's own internal client (HTTP API, admin). */
@@ -69,11 +69,13 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }
   const socketPath = resolve(config.socket);
   const dataDir = resolve(config.data);
-  // The port first: a start refused because it is taken leaves the data directory and the socket as they were.
+  // The port and the id first: a start refused for either leaves the data directory and the socket as they were.
   const http = bindHttp(config, federation.websocket);
   let unlock = () => {};
   try {
+    checkDataDirId(dataDir, config.id);
     unlock = lockDataDir(dataDir);
+    claimDataDirId(dataDir, config.id);
     await claimSocketPath(socketPath);
   } catch (e) {
     unlock();

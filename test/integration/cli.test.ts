@@ -64,3 +64,43 @@ describe("dtx sidecar refuses a bad start and leaves nothing behind", () => {
     await left.start();
   });
 });
+
+describe("a data directory remembers the id it was created with", () => {
+  test("starting it under another --id is refused naming both ids, exit 2, and nothing changes", async () => {
+    const a = await sidecar("ident-a");
+    const client = await connect({ socket: a.socket });
+    await client.beginDistributed("ident-1", (tx) => tx.put("ident/1", 1));
+    client.close();
+    await a.kill9(); // leaves a stale pid file and socket file, which a refused start must not touch
+    expect(readFileSync(join(a.data, "sidecar.id"), "utf8").trim()).toBe("ident-a");
+    const pidBefore = readFileSync(join(a.data, "sidecar.pid"), "utf8");
+    expect(existsSync(a.socket)).toBe(true);
+
+    const other = new SidecarProcess({ id: "ident-b", dir: a.dir }).args();
+    const run = await dtx(other);
+    expect(run.exitCode).toBe(2);
+    expect(lines(run.stderr)).toHaveLength(1);
+    expect(run.stderr).toContain('"ident-a"');
+    expect(run.stderr).toContain('"ident-b"');
+    expect(readFileSync(join(a.data, "sidecar.id"), "utf8").trim()).toBe("ident-a");
+    expect(readFileSync(join(a.data, "sidecar.pid"), "utf8")).toBe(pidBefore);
+    expect(existsSync(a.socket)).toBe(true);
+
+    // Under its own id it still holds the prepared transaction and commits it.
+    await a.start();
+    const again = await connect({ socket: a.socket });
+    expect((await again.status("ident-1")).state).toBe("prepared");
+    expect((await again.commitDistributed("ident-1")).outcome).toBe("committed");
+    again.close();
+  });
+
+  test("a data directory from an older build, without an id file, adopts the id it is started with", async () => {
+    const s = await sidecar("ident-old");
+    await s.kill9();
+    unlinkSync(join(s.data, "sidecar.id"));
+    const adopted = new SidecarProcess({ id: "ident-new", dir: s.dir });
+    started.push(adopted);
+    await adopted.start();
+    expect(readFileSync(join(s.data, "sidecar.id"), "utf8").trim()).toBe("ident-new");
+  });
+});
