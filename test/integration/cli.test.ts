@@ -104,3 +104,67 @@ describe("a data directory remembers the id it was created with", () => {
     expect(readFileSync(join(s.data, "sidecar.id"), "utf8").trim()).toBe("ident-new");
   });
 });
+
+describe("usage errors exit 2 for every command", () => {
+  test("an unknown flag is refused by sidecar, status, list, resolve, peers and bench, naming the flag", async () => {
+    const sc = await sidecar("usage");
+    const runs: [string, string[]][] = [
+      ["status", ["status", "x", "--socket", sc.socket, "--bogus"]],
+      ["list", ["list", "--socket", sc.socket, "--bogus"]],
+      ["resolve", ["resolve", "x", "--commit", "--socket", sc.socket, "--bogus"]],
+      ["peers", ["peers", "--socket", sc.socket, "--bogus"]],
+      ["sidecar", ["sidecar", "--bogus"]],
+      ["bench", ["bench", "--bogus"]], // last: before flags were checked this ran a whole bench
+    ];
+    for (const [command, args] of runs) {
+      const run = await dtx(args);
+      expect({ command, exitCode: run.exitCode }).toEqual({ command, exitCode: 2 });
+      expect(lines(run.stderr)).toHaveLength(1);
+      expect(run.stderr).toContain("--bogus");
+    }
+  });
+
+  test("a flag followed by another flag, or by nothing, is missing its value", async () => {
+    const sc = await sidecar("missing");
+    const runs: [string, string[]][] = [
+      ["--data", ["sidecar", "--data", "--port", "7"]],
+      ["--socket", ["status", "x", "--socket", "--json"]],
+      ["--state", ["list", "--socket", sc.socket, "--state"]],
+    ];
+    for (const [flag, args] of runs) {
+      const run = await dtx(args);
+      expect({ flag, exitCode: run.exitCode }).toEqual({ flag, exitCode: 2 });
+      expect(run.stderr).toContain(`${flag} is missing its value`);
+    }
+  });
+
+  test("dtx --version and dtx -v print package.json's version and exit 0", async () => {
+    const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    for (const flag of ["--version", "-v"]) {
+      const run = await dtx([flag]);
+      expect(run.exitCode).toBe(0);
+      expect(run.stdout.trim()).toBe(`dtx ${version}`);
+    }
+  });
+
+  test("dtx --help lists every flag of the README's usage block", async () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const block = /## Running a sidecar\s+```\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    const flags = [...new Set(block!.match(/--[a-z][a-z0-9-]*/g))];
+    expect(flags.length).toBeGreaterThan(20);
+    const run = await dtx(["--help"]);
+    expect(run.exitCode).toBe(0);
+    const missing = flags.filter((f) => !new RegExp(`${f}(?![a-z0-9-])`).test(run.stdout));
+    expect(missing).toEqual([]);
+  });
+
+  test("dtx --help names every flag of the sidecar's flags table with its environment variable", async () => {
+    const { sidecarFlags } = await import("../../sidecar/config.ts");
+    const run = await dtx(["--help"]);
+    for (const [flag, f] of Object.entries(sidecarFlags)) {
+      const line = lines(run.stdout).find((l) => new RegExp(`^\\s+${flag}\\b`).test(l));
+      expect({ flag, line: line?.includes(f.env) }).toEqual({ flag, line: true });
+    }
+  });
+});
