@@ -1,5 +1,6 @@
 #!/usr/bin/env bun
 // The dtx command: run a sidecar, or ask one about its transactions.
+import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { type Client, connect } from "../client/index.ts";
@@ -161,6 +162,11 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
   const name = args.positionals[0];
   const outcome = args.flags.has("--commit") ? "commit" : "rollback";
   if (command === "resolve" && args.flags.has("--commit") === args.flags.has("--rollback")) throw new UsageError("give exactly one of --commit or --rollback");
+  // Without the file there is no sidecar to wait for: say so at once (the client's retry loop waits for one that is starting).
+  if (!existsSync(socketPath)) {
+    console.error(`dtx ${command}: no sidecar socket at ${resolve(socketPath)} (the file does not exist); start one with dtx sidecar, or point at its socket with --socket or DTX_SOCKET`);
+    return 3;
+  }
   let client: Client;
   try {
     client = await connect({ socket: socketPath, reconnect: false });

@@ -168,3 +168,23 @@ describe("usage errors exit 2 for every command", () => {
     }
   });
 });
+
+describe("the CLI without a sidecar", () => {
+  test("answers at once with exit 3 when the socket file does not exist, naming the path, --socket and DTX_SOCKET", async () => {
+    const dir = tempDir("dtx-nosock-");
+    dirs.push(dir);
+    const socket = join(dir, "nobody.sock");
+    for (const args of [["status", "x"], ["list"], ["resolve", "x", "--commit"], ["peers"]]) {
+      const run = await dtx([...args, "--socket", socket]);
+      expect({ args, exitCode: run.exitCode }).toEqual({ args, exitCode: 3 });
+      expect(run.ms).toBeLessThan(3_000); // connect's retry loop waits 5 s for a sidecar that is starting
+      expect(lines(run.stderr)).toHaveLength(1);
+      expect(run.stderr).toContain(socket);
+      expect(run.stderr).toContain("--socket");
+      expect(run.stderr).toContain("DTX_SOCKET");
+    }
+    const fromEnv = await dtx(["list"], { env: { DTX_SOCKET: socket } });
+    expect(fromEnv.exitCode).toBe(3);
+    expect(fromEnv.stderr).toContain(socket);
+  });
+});
