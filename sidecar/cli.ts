@@ -203,11 +203,33 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
   }
 }
 
+/** A status reply as text. Participants come in two shapes: 2PC branches and orchestrated participants. */
 function formatStatus(s: Record<string, unknown>): string {
-  const lines = [`name:      ${s.name}`, `state:     ${s.state}`, `protocol:  ${s.protocol}`, `coordinator: ${s.coordinator}`];
-  for (const p of (s.participants as Record<string, unknown>[]) ?? []) lines.push(`  branch ${p.branch} on ${p.sidecar} vote=${p.vote} acked=${p.acked}`);
-  if (s.error) lines.push(`error:     ${s.error}`);
-  return lines.join("\n");
+  const text = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const errorText = (e: unknown) => (e && typeof e === "object" && "message" in e ? `${text((e as { code?: unknown }).code)}: ${text(e.message)}` : text(e));
+  const out = [
+    `name:         ${s.name}`,
+    `state:        ${s.state}`,
+    `protocol:     ${s.protocol ?? "not chosen yet"}${s.kind === "orchestrated" ? " (orchestrated)" : ""}`,
+    `coordinator:  ${s.coordinator}`,
+  ];
+  const participants = (s.participants as Record<string, unknown>[] | undefined) ?? [];
+  out.push(`participants: ${participants.length === 0 ? "none" : ""}`.trimEnd());
+  const rows = participants.map((p): [string, string, string, string] =>
+    "participantId" in p
+      ? [text(p.participantId), text(p.endpoint), text(p.status), (p.steps as { op: string; outcome: string }[] | undefined)?.map((d) => `${d.op} ${d.outcome}`).join(", ") ?? ""]
+      : [text(p.branch), `on ${text(p.sidecar)}`, `vote ${text(p.vote) || "not yet"}`, p.acked ? "acked" : "not acked"],
+  );
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));
+  rows.forEach((r, i) => {
+    out.push(`  ${r.map((col, c) => (c < 3 ? col.padEnd(widths[c]) : col)).join("  ")}`.trimEnd());
+    const error = participants[i].error;
+    if (error) out.push(`    error: ${errorText(error)}`);
+  });
+  const times = Object.entries((s.timestamps as Record<string, number | null> | undefined) ?? {}).filter(([, t]) => typeof t === "number");
+  if (times.length) out.push("timestamps:", ...times.map(([k, t]) => `  ${k.padEnd(9)} ${new Date(t as number).toISOString()}`));
+  if (s.error) out.push(`error:        ${errorText(s.error)}`);
+  return out.join("\n");
 }
 
 main(process.argv.slice(2)).then(

@@ -188,3 +188,54 @@ describe("the CLI without a sidecar", () => {
     expect(fromEnv.stderr).toContain(socket);
   });
 });
+
+describe("dtx status", () => {
+  test("prints a Saga's participants with id, endpoint, status and error, and its timestamps", async () => {
+    const sc = await sidecar("status-saga");
+    const pay = new HttpParticipant("pay");
+    const ship = new HttpParticipant("ship", { failExecute: true });
+    try {
+      const client = await connect({ socket: sc.socket });
+      const t = await client.createTransaction({ name: "status-saga-1", consistency: "eventual" });
+      await t.addParticipant({ participantId: "pay", endpoint: pay.endpoint });
+      await t.addParticipant({ participantId: "ship", endpoint: ship.endpoint });
+      expect((await t.execute()).outcome).toBe("compensated");
+      const status = (await client.status("status-saga-1")) as unknown as { participants: { participantId: string; status: string; error: string | null }[] };
+      client.close();
+
+      const run = await dtx(["status", "status-saga-1", "--socket", sc.socket]);
+      expect(run.exitCode).toBe(0);
+      expect(run.stdout).not.toContain("undefined");
+      const out = lines(run.stdout);
+      for (const [p, endpoint] of [[status.participants[0], pay.endpoint], [status.participants[1], ship.endpoint]] as const) {
+        const line = out.find((l) => l.trim().startsWith(p.participantId));
+        expect(line).toBeDefined();
+        expect(line).toContain(endpoint);
+        expect(line).toContain(p.status);
+      }
+      const failed = status.participants[1];
+      expect(failed.error).toBeTruthy();
+      expect(run.stdout).toContain(failed.error!);
+      expect(run.stdout).toMatch(/begun\s+\d{4}-\d\d-\d\dT/);
+      expect(run.stdout).toMatch(/finished\s+\d{4}-\d\d-\d\dT/);
+    } finally {
+      pay.stop();
+      ship.stop();
+    }
+  });
+
+  test("prints a 2PC transaction's branches with their sidecar, vote and ack, and its timestamps", async () => {
+    const sc = await sidecar("status-2pc");
+    const client = await connect({ socket: sc.socket });
+    await client.beginDistributed("status-2pc-1", (tx) => tx.put("s2/1", 1));
+    const status = (await client.status("status-2pc-1")) as unknown as { participants: { branch: string }[] };
+    client.close();
+    const run = await dtx(["status", "status-2pc-1", "--socket", sc.socket]);
+    expect(run.exitCode).toBe(0);
+    expect(run.stdout).not.toContain("undefined");
+    const line = lines(run.stdout).find((l) => l.includes(status.participants[0].branch));
+    expect(line).toContain("status-2pc");
+    expect(line).toContain("vote yes");
+    expect(run.stdout).toMatch(/prepared\s+\d{4}-\d\d-\d\dT/);
+  });
+});
