@@ -9,23 +9,26 @@ import { AlreadyRunningError } from "./exclusive.ts";
 import { describeFlags, type FlagSpec, lastValue, parseFlags, UsageError } from "./flags.ts";
 import { startSidecar } from "./sidecar.ts";
 
+/** How long a query command waits for its sidecar, connecting included, unless --timeout-ms says otherwise. */
+const queryTimeoutMs = 30_000;
 const socket: FlagSpec = { value: "PATH", env: "DTX_SOCKET", about: "the sidecar's socket", default: defaults.socket };
 const json: FlagSpec = { switch: true, about: "print JSON" };
+const timeout: FlagSpec = { value: "MS", about: "give up after this long, connecting included, and exit 1", default: queryTimeoutMs };
 
 /** Every command but `sidecar` (whose flags are sidecarFlags in config.ts): what it takes, for parsing and for --help. */
 const commands = {
-  status: { args: "<name>", about: "one transaction: state, participants, timestamps", flags: { "--json": json, "--socket": socket } },
+  status: { args: "<name>", about: "one transaction: state, participants, timestamps", flags: { "--json": json, "--socket": socket, "--timeout-ms": timeout } },
   list: {
     args: "",
     about: "transactions this sidecar knows",
-    flags: { "--state": { value: "STATE", about: "only those in this state: active, prepared, committed, failed, …" }, "--json": json, "--socket": socket },
+    flags: { "--state": { value: "STATE", about: "only those in this state: active, prepared, committed, failed, …" }, "--json": json, "--socket": socket, "--timeout-ms": timeout },
   },
   resolve: {
     args: "<name> --commit|--rollback",
     about: "decide a prepared transaction or close a failed one (a durable decision is never contradicted)",
-    flags: { "--commit": { switch: true, about: "commit it" }, "--rollback": { switch: true, about: "roll it back (compensate a Saga)" }, "--json": json, "--socket": socket },
+    flags: { "--commit": { switch: true, about: "commit it" }, "--rollback": { switch: true, about: "roll it back (compensate a Saga)" }, "--json": json, "--socket": socket, "--timeout-ms": timeout },
   },
-  peers: { args: "", about: "this sidecar's peer links", flags: { "--json": json, "--socket": socket } },
+  peers: { args: "", about: "this sidecar's peer links", flags: { "--json": json, "--socket": socket, "--timeout-ms": timeout } },
   bench: {
     args: "",
     about: "start sidecars in a temporary directory and measure them",
@@ -159,6 +162,8 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
   const args = parseFlags(command, argv, commands[command].flags, named ? 1 : 0);
   const json = args.flags.has("--json");
   const socketPath = lastValue(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
+  const timeoutMs = Number(lastValue(args, "--timeout-ms") ?? queryTimeoutMs);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms takes whole milliseconds ≥ 1, not ${lastValue(args, "--timeout-ms")}`);
   const name = args.positionals[0];
   const outcome = args.flags.has("--commit") ? "commit" : "rollback";
   if (command === "resolve" && args.flags.has("--commit") === args.flags.has("--rollback")) throw new UsageError("give exactly one of --commit or --rollback");
@@ -167,9 +172,10 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
     console.error(`dtx ${command}: no sidecar socket at ${resolve(socketPath)} (the file does not exist); start one with dtx sidecar, or point at its socket with --socket or DTX_SOCKET`);
     return 3;
   }
+  const deadline = Date.now() + timeoutMs;
   let client: Client;
   try {
-    client = await connect({ socket: socketPath, reconnect: false });
+    client = await connect({ socket: socketPath, reconnect: false, connectTimeoutMs: Math.min(5_000, timeoutMs) });
   } catch (e) {
     console.error(`dtx ${command}: cannot reach the sidecar at ${resolve(socketPath)}: ${(e as Error).message} (the socket comes from --socket or DTX_SOCKET)`);
     return 3;
@@ -190,8 +196,18 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
     const list = await client.list({ state: lastValue(args, "--state") as never });
     return json ? JSON.stringify(list) : (list as unknown as Record<string, unknown>[]).map((t) => `${String(t.name).padEnd(32)} ${String(t.state).padEnd(13)} ${t.protocol}`).join("\n");
   };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((res) => (timer = setTimeout(() => res("late"), Math.max(0, deadline - Date.now()))));
   try {
-    const out = await ask();
+    const out = await Promise.race([ask(), late]);
+    if (out === "late") {
+      console.error(
+        command === "resolve"
+          ? `dtx resolve: the sidecar did not answer within ${timeoutMs} ms, so the outcome of ${name} is unknown (the ${outcome} may still happen); read it with dtx status ${name}`
+          : `dtx ${command}: the sidecar at ${resolve(socketPath)} did not answer within ${timeoutMs} ms; try again, or wait longer with --timeout-ms`,
+      );
+      return 1;
+    }
     if (out) console.log(out);
     return 0;
   } catch (e) {
@@ -199,6 +215,7 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
     console.error(`dtx ${command}: ${err.code ?? "ERROR"}: ${err.message}`);
     return 1;
   } finally {
+    clearTimeout(timer);
     client.close();
   }
 }

@@ -130,6 +130,7 @@ describe("usage errors exit 2 for every command", () => {
       ["--data", ["sidecar", "--data", "--port", "7"]],
       ["--socket", ["status", "x", "--socket", "--json"]],
       ["--state", ["list", "--socket", sc.socket, "--state"]],
+      ["--timeout-ms", ["resolve", "x", "--commit", "--socket", sc.socket, "--timeout-ms"]],
     ];
     for (const [flag, args] of runs) {
       const run = await dtx(args);
@@ -237,5 +238,42 @@ describe("dtx status", () => {
     expect(line).toContain("status-2pc");
     expect(line).toContain("vote yes");
     expect(run.stdout).toMatch(/prepared\s+\d{4}-\d\d-\d\dT/);
+  });
+});
+
+describe("dtx resolve answers within a bound", () => {
+  test("a sidecar that never answers: after --timeout-ms it exits 1 saying the outcome is unknown", async () => {
+    // A stand-in for a sidecar that took the request and is stuck on it: it says hello, then nothing.
+    const dir = tempDir("dtx-mute-");
+    dirs.push(dir);
+    const socket = join(dir, "mute.sock");
+    const { encodeFrame, FrameDecoder } = await import("../../src/protocol/frame.ts");
+    const heard: string[] = [];
+    const mute = Bun.listen<{ decoder: InstanceType<typeof FrameDecoder> }>({
+      unix: socket,
+      socket: {
+        open: (s) => void (s.data = { decoder: new FrameDecoder() }),
+        data: (s, chunk) => {
+          for (const ev of s.data.decoder.push(chunk)) {
+            if (ev.kind !== "body") continue;
+            const req = ev.body as { id: number; op: string };
+            heard.push(req.op);
+            if (req.op === "hello") s.write(encodeFrame({ id: req.id, ok: true, sidecar: "mute", defaultTimeoutMs: 30_000 }));
+          }
+        },
+      },
+    });
+    try {
+      const run = await dtx(["resolve", "stuck-1", "--commit", "--socket", socket, "--timeout-ms", "300"]);
+      expect(run.exitCode).toBe(1);
+      expect(run.ms).toBeLessThan(5_000);
+      expect(heard).toEqual(["hello", "resolve"]);
+      expect(lines(run.stderr)).toHaveLength(1);
+      expect(run.stderr).toContain("300 ms");
+      expect(run.stderr).toContain("outcome of stuck-1 is unknown");
+      expect(run.stderr).toContain("dtx status stuck-1");
+    } finally {
+      mute.stop(true);
+    }
   });
 });
