@@ -4,6 +4,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { type Client, connect } from "../client/index.ts";
+import { type TxnState, txnState } from "../src/protocol/messages.ts";
 import { defaults, parseConfig, sidecarFlagHelp } from "./config.ts";
 import { AlreadyRunningError } from "./exclusive.ts";
 import { describeFlags, type FlagSpec, lastValue, parseFlags, UsageError } from "./flags.ts";
@@ -96,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     if (!(e instanceof UsageError || e instanceof AlreadyRunningError)) throw e;
-    console.error(`${command === "sidecar" || command in commands ? `dtx ${command}` : "dtx"}: ${e.message}`);
+    console.error(`${command === "sidecar" || Object.hasOwn(commands, command ?? "") ? `dtx ${command}` : "dtx"}: ${e.message}`);
     return 2;
   }
 }
@@ -165,6 +166,8 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
   const timeoutMs = Number(lastValue(args, "--timeout-ms") ?? queryTimeoutMs);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms takes whole milliseconds ≥ 1, not ${lastValue(args, "--timeout-ms")}`);
   const name = args.positionals[0];
+  const state = lastValue(args, "--state");
+  if (state !== undefined && !txnState.safeParse(state).success) throw new UsageError(`--state takes one of ${txnState.options.join(", ")}, not "${state}"`);
   const outcome = args.flags.has("--commit") ? "commit" : "rollback";
   if (command === "resolve" && args.flags.has("--commit") === args.flags.has("--rollback")) throw new UsageError("give exactly one of --commit or --rollback");
   // Without the file there is no sidecar to wait for: say so at once (the client's retry loop waits for one that is starting).
@@ -193,7 +196,7 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
       const s = await client.status(name);
       return json ? JSON.stringify(s) : formatStatus(s as unknown as Record<string, unknown>);
     }
-    const list = await client.list({ state: lastValue(args, "--state") as never });
+    const list = await client.list({ state: state as TxnState | undefined });
     return json ? JSON.stringify(list) : (list as unknown as Record<string, unknown>[]).map((t) => `${String(t.name).padEnd(32)} ${String(t.state).padEnd(13)} ${t.protocol}`).join("\n");
   };
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -139,6 +139,15 @@ describe("usage errors exit 2 for every command", () => {
     }
   });
 
+  test("dtx list --state with a state that does not exist is a usage error listing the states", async () => {
+    const dir = tempDir("dtx-state-");
+    dirs.push(dir);
+    const run = await dtx(["list", "--state", "prepard", "--socket", join(dir, "s.sock")]);
+    expect(run.exitCode).toBe(2);
+    expect(run.stderr).toContain('"prepard"');
+    expect(run.stderr).toContain("prepared");
+  });
+
   test("dtx --version and dtx -v print package.json's version and exit 0", async () => {
     const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     for (const flag of ["--version", "-v"]) {
