@@ -6,8 +6,17 @@ import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts"
 import { contextToken, decodeToken } from "../src/protocol/token.ts";
 import type { WireError } from "../src/protocol/errors.ts";
 import type { z } from "zod";
-import type { participantSpec } from "../src/protocol/orchestration.ts";
-import type { ClientOp, ClientRequest, TxnState } from "../src/protocol/messages.ts";
+import { participantSpec } from "../src/protocol/orchestration.ts";
+import {
+  beginOptionsSchema,
+  type ClientOp,
+  type ClientRequest,
+  createOptionsSchema,
+  describeZodError,
+  listOptionsSchema,
+  type TxnState,
+  txnName,
+} from "../src/protocol/messages.ts";
 import { DtxClientError, errorFromWire, OutcomeUnknownError, ProtocolError } from "./errors.ts";
 import { type SqlHandle, type SqlOpened, SqlPools, TxSql } from "./sql.ts";
 
@@ -23,7 +32,7 @@ export type BeginOptions = Omit<Args<"begin">, "name" | "branch">;
 export type ListOptions = Args<"list">;
 export type PrepareResult = { name: string; state: "prepared"; protocol: Protocol };
 export type CommitResult = { name: string; outcome: "committed"; protocol: Protocol; pending: string[] };
-export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: Protocol };
+export type RollbackResult = { name: string; outcome: "rolled_back"; protocol: Protocol; pending: string[] };
 export type StatusResult = {
   name: string;
   state: TxnState;
@@ -143,6 +152,7 @@ interface Conn {
 const refusedAtTheDoor = new Set(["LIMIT_EXCEEDED", "BAD_REQUEST"]);
 
 export async function connect(opts: ConnectOptions = {}): Promise<Client> {
+  unknownKeys(opts, ["socket", "reconnect", "connectTimeoutMs"], "connect options");
   const path = opts.socket ?? process.env.DTX_SOCKET ?? "./.dtx/sidecar.sock";
   const reconnect = opts.reconnect !== false;
   const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
@@ -429,10 +439,13 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
 
   return {
     async createTransaction({ name, ...opts }) {
+      checked(txnName, name, "createTransaction name");
+      checked(createOptionsSchema, opts, "createTransaction");
       await call("o_create", { ...opts, name });
       return {
         name,
         async addParticipant(participant) {
+          checked(participantSpec, participant, "addParticipant");
           await call("o_add", { name, participant: participant as Args<"o_add">["participant"] });
         },
         async execute() {
@@ -448,6 +461,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     },
 
     async register(service, handlers) {
+      unknownKeys(handlers, Object.values(methods), `register("${service}") handlers`);
       services.set(service, handlers);
       await call("register", { service });
     },
@@ -470,6 +484,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     // waiting for its answer: the branch id is chosen here, so tx.branch and tx.context are known at once.
     // A callback that only writes never needs it, and its begin travels inside the prepare: one request.
     async beginDistributed(name, fn, opts = {}) {
+      checked(txnName, name, "beginDistributed name");
+      checked(beginOptionsSchema, opts, "beginDistributed options");
+      if (typeof fn !== "function") throw new ProtocolError("BAD_REQUEST", "beginDistributed: the second argument must be the callback (tx) => …");
       const c = await ready();
       const branch = newBranchId(c.sidecar);
       const started = performance.now();
@@ -543,7 +560,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     },
 
     async rollbackDistributed(name) {
-      return (await call("rollback", { name })) as RollbackResult;
+      const r = await call("rollback", { name });
+      return { ...r, pending: Array.isArray(r.pending) ? r.pending : [] } as RollbackResult;
     },
 
     async status(name) {
@@ -551,6 +569,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     },
 
     async list(opts = {}) {
+      checked(listOptionsSchema, opts, "list options");
       const r = await call("list", opts);
       if (!Array.isArray(r.transactions)) throw new ProtocolError("BAD_REPLY", "list reply has no transactions array");
       return r.transactions as TransactionSummary[];
@@ -588,6 +607,19 @@ function newBranchId(sidecar: string): string {
   const [a, b] = crypto.getRandomValues(new Uint32Array(2));
   const part = (x: number) => (x & 0x3fffffff).toString(36).padStart(6, "0");
   return `${sidecar}.c${part(a)}${part(b)}`;
+}
+
+/** The same schema the sidecar applies, so a bad option is refused here, before anything is sent, with the same code. */
+function checked(schema: z.ZodType, value: unknown, what: string): void {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new ProtocolError("BAD_REQUEST", `${what}: ${describeZodError(r.error)}`);
+}
+
+/** Options objects of the client itself: a key nobody reads is refused by name, never ignored. */
+function unknownKeys(value: unknown, known: readonly string[], what: string): void {
+  if (typeof value !== "object" || value === null) throw new ProtocolError("BAD_REQUEST", `${what}: expected an object`);
+  const unknown = Object.keys(value).filter((k) => !known.includes(k));
+  if (unknown.length) throw new ProtocolError("BAD_REQUEST", `${what}: ${unknown.join(", ")}: unknown field${unknown.length > 1 ? "s" : ""} (known: ${known.join(", ")})`);
 }
 
 function text(reply: Reply, field: string): string {

@@ -105,15 +105,17 @@ export class ClientServer {
   private onBody(s: Socket<ConnState>, body: unknown, bytes: number) {
     const rawId = (body as { id?: unknown })?.id;
     const id = typeof rawId === "number" && Number.isInteger(rawId) && rawId >= 0 ? rawId : 0;
+    // The version comes first: a newer client's hello may carry fields this version does not know.
+    const hello = body as { op?: unknown; version?: unknown } | null;
+    if (hello?.op === "hello" && typeof hello.version === "number" && hello.version !== PROTOCOL_VERSION) {
+      return this.write(s, { id, ok: false, error: wireError(ErrorCode.PROTOCOL_VERSION, `client speaks protocol ${hello.version}, this sidecar speaks ${PROTOCOL_VERSION}; upgrade the older side`) });
+    }
     const parsed = parseClientRequest(body);
     if (!parsed.success) {
       return this.write(s, { id, ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeZodError(parsed.error)) });
     }
     const req = parsed.data;
     if (req.op === "hello") {
-      if (req.version !== PROTOCOL_VERSION) {
-        return this.write(s, { id, ok: false, error: wireError(ErrorCode.PROTOCOL_VERSION, `client speaks protocol ${req.version}, this sidecar speaks ${PROTOCOL_VERSION}; upgrade the older side`) });
-      }
       return this.write(s, { id, ok: true, version: PROTOCOL_VERSION, sidecar: this.hooks.sidecarId, defaultTimeoutMs: timing.defaultTimeoutMs });
     }
     if (req.op === "peers") return this.write(s, { id, ok: true, peers: this.hooks.peers() });

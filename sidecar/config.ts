@@ -13,6 +13,8 @@ export const configSchema = z.object({
   host: z.string().min(1),
   peers: z.array(keyValue),
   secretFile: z.string().optional(),
+  /** File holding the bearer token the transaction API and dashboard data require (always, once given). */
+  adminTokenFile: z.string().optional(),
   dbs: z.array(keyValue),
   /** How often prepared SQL branches are reconciled with the log. */
   sqlReconcileMs: z.coerce.number().int().min(20).max(3_600_000),
@@ -35,6 +37,7 @@ export const sidecarFlags: Record<string, FlagSpec & { key: keyof SidecarConfig;
   "--host": { key: "host", env: "DTX_HOST", value: "H", about: "address to listen on; beyond loopback it needs --secret-file" },
   "--peer": { key: "peers", env: "DTX_PEERS", many: true, value: "ID=URL", about: "a peer sidecar, ws:// or wss:// (the variable: comma-separated)" },
   "--secret-file": { key: "secretFile", env: "DTX_SECRET_FILE", value: "F", about: "the shared secret peers authenticate with" },
+  "--admin-token-file": { key: "adminTokenFile", env: "DTX_ADMIN_TOKEN_FILE", value: "F", about: "the bearer token /v1/ and the dashboard's data require (beyond loopback, without it they answer no one)" },
   "--db": { key: "dbs", env: "DTX_DBS", many: true, value: "NAME=URL", about: "a database for tx.sql, postgres:// or mysql:// (the variable: comma-separated)" },
   "--sql-reconcile-ms": { key: "sqlReconcileMs", env: "DTX_SQL_RECONCILE_MS", value: "MS", about: "how often prepared SQL branches are checked against the log" },
   "--storage-reserve-mb": { key: "storageReserveMb", env: "DTX_STORAGE_RESERVE_MB", value: "MB", about: "free space below which new transactions are refused" },

@@ -1,7 +1,11 @@
 // HTTP on the sidecar port: health, readiness, the transaction API, and the
-// WebSocket endpoint peers dial (/v1/federation).
+// WebSocket endpoint peers dial (/v1/federation). Everything else under /v1/
+// passes the admin gate first (admin-auth.ts); health, readiness, metrics,
+// the dashboard's page and the federation endpoint (its own HMAC handshake) stay open.
 import type { Server, WebSocketHandler } from "bun";
+import { version } from "../package.json" with { type: "json" };
 import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
+import type { AdminGate } from "./admin-auth.ts";
 import { ConfigError, type SidecarConfig } from "./config.ts";
 import { dashboardHtml } from "./dashboard.ts";
 import type { Sidecar } from "./sidecar.ts";
@@ -16,9 +20,9 @@ export interface SidecarHttp {
  * Bind the port first thing, before the data directory is locked or the socket claimed, so that a
  * port in use (or an address this machine lacks) is a configuration error that leaves nothing behind.
  */
-export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>): SidecarHttp {
+export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>, gate: AdminGate): SidecarHttp {
   try {
-    return startHttp(config, websocket);
+    return startHttp(config, websocket, gate);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "EADDRINUSE") {
@@ -29,7 +33,7 @@ export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<Acce
   }
 }
 
-function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>): SidecarHttp {
+function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>, gate: AdminGate): SidecarHttp {
   const json = (body: unknown, status = 200) => Response.json(body, { status });
   let sidecar: Sidecar | undefined;
   const server = Bun.serve<AcceptedSocket>({
@@ -48,9 +52,15 @@ function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSo
       }
       if (path === "/healthz") return new Response("ok\n");
       if (path === "/readyz") return sidecar.ready ? new Response("ready\n") : new Response("not ready\n", { status: 503 });
-      if (path === "/v1/peers") return json(sidecar.federation.peers());
       if (path === "/metrics") return new Response(sidecar.metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } });
       if (path === "/" || path === "/ui") return new Response(dashboardHtml, { headers: { "content-type": "text/html; charset=utf-8" } });
+      // Closed by default: an endpoint added under /v1/ later is behind the gate without anyone remembering to put it there.
+      if (path.startsWith("/v1/")) {
+        const refused = gate(req);
+        if (refused) return refused;
+      }
+      if (path === "/v1/sidecar") return json({ id: sidecar.config.id, version, ready: sidecar.ready });
+      if (path === "/v1/peers") return json(sidecar.federation.peers());
       if (path === "/v1/transactions") {
         const state = url.searchParams.get("state") ?? undefined;
         const r = await sidecar.ask({ op: "list", state, limit: Number(url.searchParams.get("limit") ?? 1000) });

@@ -19,6 +19,7 @@ import { callHttp } from "../src/participants/http.ts";
 import { ServiceParticipants } from "../src/participants/service.ts";
 import { SqlBranches } from "../src/participants/sql/branches.ts";
 import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databases.ts";
+import { type AdminGate, adminGate } from "./admin-auth.ts";
 import { ClientServer } from "./client-server.ts";
 import { ConfigError, type SidecarConfig, isLoopback } from "./config.ts";
 import { checkDataDirId, claimDataDirId, claimSocketPath, lockDataDir } from "./exclusive.ts";
@@ -48,11 +49,20 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   if (!isLoopback(config.host) && !config.secretFile) {
     throw new ConfigError(`refusing to listen on non-loopback host ${config.host} without --secret-file: peers could not be authenticated`);
   }
+  let gate: AdminGate;
+  try {
+    gate = adminGate(config.host, readSecret(config.adminTokenFile, "--admin-token-file"));
+  } catch (e) {
+    throw e instanceof ConfigError ? e : new ConfigError((e as Error).message);
+  }
+  if (!isLoopback(config.host) && !config.adminTokenFile) {
+    log.warn({ host: config.host }, "no --admin-token-file: the transaction API and the dashboard's data answer 401 to everyone beyond loopback");
+  }
   let federation: Federation;
   try {
     federation = new Federation({
       self: config.id,
-      secret: readSecret(config.secretFile),
+      secret: readSecret(config.secretFile, "--secret-file"),
       peers: parsePeers(config.peers),
       log,
       tlsCa: config.tlsCa ? readFileSync(config.tlsCa, "utf8") : undefined,
@@ -70,7 +80,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   const socketPath = resolve(config.socket);
   const dataDir = resolve(config.data);
   // The port and the id first: a start refused for either leaves the data directory and the socket as they were.
-  const http = bindHttp(config, federation.websocket);
+  const http = bindHttp(config, federation.websocket, gate);
   let unlock = () => {};
   try {
     checkDataDirId(dataDir, config.id);
@@ -252,8 +262,9 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   return sidecar;
 }
 
-export function readSecret(file: string | undefined): string | undefined {
+/** The trimmed contents of a secret's file (`flag` names it in errors), or undefined when none was given. */
+export function readSecret(file: string | undefined, flag: string): string | undefined {
   if (!file) return undefined;
-  if (!existsSync(file)) throw new Error(`secret file ${file} does not exist`);
+  if (!existsSync(file)) throw new Error(`${flag} ${file} does not exist`);
   return readFileSync(file, "utf8").trim();
 }

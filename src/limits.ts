@@ -23,7 +23,7 @@ export const timing = {
   retentionMs: 24 * 60 * 60 * 1000,
 } as const;
 
-/** The client protocol (hello). 2: begin's branch may be chosen by the client, and prepare may carry the begin. */
-export const PROTOCOL_VERSION = 2;
-/** What sidecars speak to each other (challenge/auth). */
-export const FEDERATION_VERSION = 1;
+/** The client protocol (hello). 2: begin's branch may be chosen by the client, and prepare may carry the begin. 3: unknown fields are refused, o_create takes requirements. */
+export const PROTOCOL_VERSION = 3;
+/** What sidecars speak to each other (challenge/auth). 2: peer messages are strict; enlist_refused carries a code. */
+export const FEDERATION_VERSION = 2;

@@ -53,25 +53,54 @@ const beginOptions = {
   preparedTimeoutMs: durationMs.optional(),
   traceparent: z.string().max(128).optional(),
 };
+/** What beginDistributed takes as its options; the client checks them before anything is sent. */
+export const beginOptionsSchema = z.strictObject(beginOptions);
+
+/** The seed's (Kailash SDK's) requirements: `timeout` in seconds. */
+export const requirementsSchema = z.strictObject({
+  consistency: consistency.optional(),
+  availability: availability.optional(),
+  timeout: z.number().positive().max(7 * 24 * 3600).optional(),
+});
+
+/** What createTransaction takes besides the name: the seed's `requirements`, or the same flat (timeoutMs in ms), not both. */
+const createOptions = {
+  protocol: protocolChoice.optional(),
+  requirements: requirementsSchema.optional(),
+  consistency: consistency.optional(),
+  availability: availability.optional(),
+  timeoutMs: durationMs.optional(),
+  context: z.unknown().optional(),
+};
+const flatRequirements = ["consistency", "availability", "timeoutMs"] as const;
+function oneRequirementsShape(o: { requirements?: unknown; consistency?: unknown; availability?: unknown; timeoutMs?: unknown }, ctx: z.RefinementCtx) {
+  if (o.requirements === undefined) return;
+  const flat = flatRequirements.filter((k) => o[k] !== undefined);
+  if (flat.length) ctx.addIssue({ code: "custom", path: [flat[0]], message: `give requirements or the flat ${flatRequirements.join("/")}, not both` });
+}
+export const createOptionsSchema = z.strictObject(createOptions).superRefine(oneRequirementsShape);
+
+const listOptions = { state: txnState.optional(), limit: z.number().int().positive().max(10_000).optional() };
+export const listOptionsSchema = z.strictObject(listOptions);
 
 export const clientRequest = z.discriminatedUnion("op", [
-  z.object({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
-  z.object({ id: reqId, op: z.literal("begin"), name: txnName, branch: branchId.optional(), ...beginOptions }),
-  z.object({ id: reqId, op: z.literal("join"), token: contextTokenText, branch: branchId.optional() }),
-  z.object({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
-  z.object({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
-  z.object({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
+  z.strictObject({ id: reqId, op: z.literal("hello"), version: z.number().int(), client: z.string().max(200).optional() }),
+  z.strictObject({ id: reqId, op: z.literal("begin"), name: txnName, branch: branchId.optional(), ...beginOptions }),
+  z.strictObject({ id: reqId, op: z.literal("join"), token: contextTokenText, branch: branchId.optional() }),
+  z.strictObject({ id: reqId, op: z.literal("get"), key, name: txnName.optional(), branch: branchId.optional() }),
+  z.strictObject({ id: reqId, op: z.literal("put"), name: txnName, branch: branchId, key, value: z.unknown() }),
+  z.strictObject({ id: reqId, op: z.literal("delete"), name: txnName, branch: branchId, key }),
   // `branch`: begin's branch, so a prepare never reaches another transaction of the same name.
   // `begin`: the callback never needed the sidecar, so it was not begun yet: begin and prepare in one request.
-  z.object({
+  z.strictObject({
     id: reqId,
     op: z.literal("prepare"),
     name: txnName,
     branch: branchId.optional(),
     writes: branchWrites.optional(),
-    begin: z.object({ ...beginOptions, elapsedMs: z.number().int().nonnegative().max(7 * 24 * 3600 * 1000) }).optional(),
+    begin: z.strictObject({ ...beginOptions, elapsedMs: z.number().int().nonnegative().max(7 * 24 * 3600 * 1000) }).optional(),
   }),
-  z.object({
+  z.strictObject({
     id: reqId,
     op: z.literal("end"),
     name: txnName,
@@ -82,32 +111,23 @@ export const clientRequest = z.discriminatedUnion("op", [
     // The callback never needed the sidecar, so it did not join yet: join with this token, then end.
     join: contextTokenText.optional(),
   }),
-  z.object({ id: reqId, op: z.literal("commit"), name: txnName }),
-  z.object({ id: reqId, op: z.literal("rollback"), name: txnName, branch: branchId.optional(), reason: z.string().max(1000).optional() }),
-  z.object({ id: reqId, op: z.literal("status"), name: txnName }),
+  z.strictObject({ id: reqId, op: z.literal("commit"), name: txnName }),
+  z.strictObject({ id: reqId, op: z.literal("rollback"), name: txnName, branch: branchId.optional(), reason: z.string().max(1000).optional() }),
+  z.strictObject({ id: reqId, op: z.literal("status"), name: txnName }),
   // SQL branches: register a database for this branch (logged before the reply), then report it prepared.
-  z.object({ id: reqId, op: z.literal("sql_open"), name: txnName, branch: branchId, db: sqlDbName }),
-  z.object({ id: reqId, op: z.literal("sql_prepared"), name: txnName, branch: branchId, db: sqlDbName, gid: z.string().min(1).max(200) }),
+  z.strictObject({ id: reqId, op: z.literal("sql_open"), name: txnName, branch: branchId, db: sqlDbName }),
+  z.strictObject({ id: reqId, op: z.literal("sql_prepared"), name: txnName, branch: branchId, db: sqlDbName, gid: z.string().min(1).max(200) }),
   // The orchestrated face (createTransaction → addParticipant → execute).
-  z.object({
-    id: reqId,
-    op: z.literal("o_create"),
-    name: txnName,
-    protocol: protocolChoice.optional(),
-    consistency: consistency.optional(),
-    availability: availability.optional(),
-    timeoutMs: durationMs.optional(),
-    context: z.unknown().optional(),
-  }),
-  z.object({ id: reqId, op: z.literal("o_add"), name: txnName, participant: participantSpec }),
-  z.object({ id: reqId, op: z.literal("o_execute"), name: txnName }),
-  z.object({ id: reqId, op: z.literal("o_abort"), name: txnName, reason: z.string().max(1000).optional() }),
-  z.object({ id: reqId, op: z.literal("recover") }),
-  z.object({ id: reqId, op: z.literal("peers") }),
-  z.object({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
+  z.strictObject({ id: reqId, op: z.literal("o_create"), name: txnName, ...createOptions }).superRefine(oneRequirementsShape),
+  z.strictObject({ id: reqId, op: z.literal("o_add"), name: txnName, participant: participantSpec }),
+  z.strictObject({ id: reqId, op: z.literal("o_execute"), name: txnName }),
+  z.strictObject({ id: reqId, op: z.literal("o_abort"), name: txnName, reason: z.string().max(1000).optional() }),
+  z.strictObject({ id: reqId, op: z.literal("recover") }),
+  z.strictObject({ id: reqId, op: z.literal("peers") }),
+  z.strictObject({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
   // Service callbacks: this connection serves a participant; the sidecar calls it with {cb, ...} frames.
-  z.object({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),
-  z.object({
+  z.strictObject({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),
+  z.strictObject({
     id: reqId,
     op: z.literal("callback_result"),
     cb: z.number().int().nonnegative(),
@@ -117,12 +137,7 @@ export const clientRequest = z.discriminatedUnion("op", [
     /** false: the call failed for good (e.g. a business refusal); otherwise it is retried. */
     retryable: z.boolean().optional(),
   }),
-  z.object({
-    id: reqId,
-    op: z.literal("list"),
-    state: txnState.optional(),
-    limit: z.number().int().positive().max(10_000).optional(),
-  }),
+  z.strictObject({ id: reqId, op: z.literal("list"), ...listOptions }),
 ]);
 export type ClientRequest = z.infer<typeof clientRequest>;
 
@@ -152,12 +167,22 @@ export function carriedOp(req: ClientRequest): "begin" | "join" | undefined {
 const traceparent = z.string().max(128).optional();
 
 export const peerMessage = z.discriminatedUnion("t", [
-  z.object({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
-  z.object({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.strictObject({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
+  z.strictObject({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   // unknown: the coordinator holds no transaction of that name (yet: its begin may still be on the way).
-  z.object({ t: z.literal("enlist_refused"), traceparent, name: txnName, branch: branchId, from: sidecarId, reason: z.string().max(1000), unknown: z.boolean().optional() }),
-  z.object({ t: z.literal("prepare"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
-  z.object({
+  // `code`: what the joiner's client is told (a transaction rolled back or unknown there is TRANSACTION_ABORTED).
+  z.strictObject({
+    t: z.literal("enlist_refused"),
+    traceparent,
+    name: txnName,
+    branch: branchId,
+    from: sidecarId,
+    reason: z.string().max(1000),
+    unknown: z.boolean().optional(),
+    code: z.enum(["INVALID_STATE", "TRANSACTION_ABORTED", "LIMIT_EXCEEDED"]).optional(),
+  }),
+  z.strictObject({ t: z.literal("prepare"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.strictObject({
     t: z.literal("vote"),
     traceparent,
     name: txnName,
@@ -167,19 +192,26 @@ export const peerMessage = z.discriminatedUnion("t", [
     reason: z.string().max(1000).optional(),
     conflict: z.boolean().optional(),
   }),
-  z.object({ t: z.literal("decision"), traceparent, name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
-  z.object({ t: z.literal("ack"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
-  z.object({ t: z.literal("query"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.strictObject({ t: z.literal("decision"), traceparent, name: txnName, branch: branchId, from: sidecarId, outcome: z.enum(["commit", "rollback"]) }),
+  z.strictObject({ t: z.literal("ack"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
+  z.strictObject({ t: z.literal("query"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
   // A client of another sidecar decides a transaction this sidecar coordinates (DESIGN §4: any client may decide).
-  z.object({ t: z.literal("decide"), traceparent, name: txnName, outcome: z.enum(["commit", "rollback"]), req: z.string().max(128), from: sidecarId }),
-  z.object({ t: z.literal("decided"), traceparent, name: txnName, req: z.string().max(128), from: sidecarId, body: z.record(z.string(), z.unknown()) }),
+  z.strictObject({ t: z.literal("decide"), traceparent, name: txnName, outcome: z.enum(["commit", "rollback"]), req: z.string().max(128), from: sidecarId }),
+  z.strictObject({ t: z.literal("decided"), traceparent, name: txnName, req: z.string().max(128), from: sidecarId, body: z.record(z.string(), z.unknown()) }),
 ]);
 export type PeerMessage = z.infer<typeof peerMessage>;
 
-/** Name the first failing field of a zod error, for BAD_REQUEST messages. */
+/**
+ * Name the first failing field of a zod error, for BAD_REQUEST messages. An unknown field comes first: it
+ * usually explains the rest (a misspelt option), and a field nobody reads must never pass silently.
+ */
 export function describeZodError(error: z.ZodError): string {
-  const issue = error.issues[0];
+  const issue = error.issues.find((i) => i.code === "unrecognized_keys") ?? error.issues[0];
   if (!issue) return "invalid message";
-  const path = issue.path.length ? issue.path.join(".") : "message";
-  return `${path}: ${issue.message}`;
+  const at = issue.path.join(".");
+  if (issue.code === "unrecognized_keys") {
+    const fields = issue.keys.map((k) => (at ? `${at}.${k}` : k)).join(", ");
+    return `${fields}: unknown field${issue.keys.length > 1 ? "s" : ""}; nothing reads ${issue.keys.length > 1 ? "them" : "it"}, so it is refused rather than ignored (check the spelling)`;
+  }
+  return `${at || "message"}: ${issue.message}`;
 }

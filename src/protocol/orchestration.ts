@@ -2,7 +2,7 @@
 // execute) and of service callbacks (dtx.register).
 import { z } from "zod";
 
-export const retryPolicy = z.object({
+export const retryPolicy = z.strictObject({
   /** Calls of one operation before it gives up. */
   attempts: z.number().int().min(1).max(1000).default(5),
   backoffMs: z.number().int().min(1).max(60_000).default(100),
@@ -16,7 +16,7 @@ export type RetryPolicy = z.infer<typeof retryPolicy>;
 
 export const participantId = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "participantId must match ^[A-Za-z0-9_.:-]{1,64}$");
 
-export const participantSpec = z.object({
+export const participantSpec = z.strictObject({
   participantId,
   /** http(s)://… (the seed's HTTP protocol), service:<name> (dtx.register), or store: (this sidecar's store). */
   endpoint: z
@@ -34,7 +34,7 @@ export const participantSpec = z.object({
 });
 export type ParticipantSpec = z.infer<typeof participantSpec>;
 
-export const storePayload = z.object({
+export const storePayload = z.strictObject({
   put: z.record(z.string(), z.unknown()).optional(),
   delete: z.array(z.string()).optional(),
 });

@@ -16,8 +16,8 @@ export interface RuntimeIo {
   log: Logger;
   /** Call a participant of an orchestrated transaction. */
   call(call: ParticipantCall): Promise<CallOutcome>;
-  /** Finish a branch's prepared SQL work (its decision is durable by now); absent where no databases are configured. */
-  finishSql?(e: Extract<Effect, { k: "finish_sql" }>): void;
+  /** Finish a branch's prepared SQL work (its decision is durable by now): true once every database finished it. Absent where no databases are configured. */
+  finishSql?(e: Extract<Effect, { k: "finish_sql" }>): Promise<boolean>;
   /** Sees every input and every appended batch of records (metrics). */
   observe?: { input(input: Input): void; records(records: LogRecord[]): void };
   /** The log could not be written: stop, and let restart recover from what is durable. */
@@ -43,27 +43,30 @@ export class Runtime {
   }
 
   private execute(effects: Effect[]): void {
-    const records = [];
+    const records: LogRecord[] = [];
+    const lazy: LogRecord[] = [];
     const rest: Effect[] = [];
     const local: PeerMessage[] = [];
     const unlogged: Effect[] = [];
     for (const e of effects) {
-      if (e.k === "persist") records.push(e.rec);
+      if (e.k === "persist") (e.lazy ? lazy : records).push(e.rec);
       else if (e.k === "send" && e.to === this.node.id) local.push(e.msg);
       else if (e.k === "reply" && e.immediate) this.carryOut(e);
       else if (e.k === "reply" && e.unlogged) unlogged.push(e);
       else rest.push(e);
     }
     if (unlogged.length) this.release(this.durable, unlogged);
-    if (records.length) {
-      this.durable = this.wal.append(records, rest.length > 0 || local.length > 0);
-      this.io.observe?.records(records);
+    const before = this.durable;
+    if (records.length || lazy.length) {
+      const all = lazy.length ? [...records, ...lazy] : records;
+      this.durable = this.wal.append(all, records.length > 0 && (rest.length > 0 || local.length > 0));
+      this.io.observe?.records(all);
     }
-    // This step's effects wait for what this step and every earlier one logged,
-    // not for what the messages it sends itself will log: the coordinator's
-    // prepare reaches remote participants while its own branch's prepare is
-    // still being made durable.
-    const logged = this.durable;
+    // This step's effects wait for what this step and every earlier one logged
+    // (lazy records aside: nothing depends on them), not for what the messages
+    // it sends itself will log: the coordinator's prepare reaches remote
+    // participants while its own branch's prepare is still being made durable.
+    const logged = records.length ? this.durable : before;
     // A message to this node never leaves the process, so it needs no durability
     // first: handled now, its records join the same group commit, and whatever it
     // sends or replies still waits for everything logged before it.
@@ -99,9 +102,12 @@ export class Runtime {
         );
         return;
       }
-      case "finish_sql":
-        if (this.io.finishSql) return this.io.finishSql(e);
-        return void this.io.log.error({ name: e.name, branch: e.branch, gids: e.resources.map((r) => r.gid) }, "no SQL databases configured to finish this branch");
+      case "finish_sql": {
+        const finished = (ok: boolean) => this.input({ k: "sql_finished", name: e.name, branch: e.branch, ok, now: Date.now() });
+        if (this.io.finishSql) return void this.io.finishSql(e).then(finished, () => finished(false));
+        this.io.log.error({ name: e.name, branch: e.branch, gids: e.resources.map((r) => r.gid) }, "no SQL databases configured to finish this branch");
+        return finished(false);
+      }
       case "persist":
         throw new Error("persist effects are executed before the others");
     }

@@ -18,75 +18,9 @@ import type { OrchestrationSummary } from "../wal/orchestration-records.ts";
 import type { WalReader } from "../wal/wal.ts";
 import { Orchestrator } from "./orchestrator.ts";
 import { selectProtocol } from "./select.ts";
+import type { Branch, BranchState, Coord, CoordBranch, Vote } from "./state.ts";
 import type { ClientInput, Effect, Input, ReplyBody, ReplyTo } from "./types.ts";
-
-type Vote = "yes" | "no" | "readonly";
-
-interface CoordBranch {
-  id: string;
-  sidecar: string;
-  vote?: Vote;
-  acked: boolean;
-}
-
-export interface Coord {
-  name: string;
-  protocol: Protocol;
-  state: TxnState;
-  branches: Map<string, CoordBranch>;
-  createdAt: number;
-  deadline: number;
-  timeoutMs: number;
-  preparedAt?: number;
-  decidedAt?: number;
-  finishedAt?: number;
-  preparedTimeoutMs?: number;
-  traceparent?: string;
-  owner?: number;
-  /** The branch begin opened on this node; prepare ends only it (a joined branch ends itself with "end"). */
-  ownBranch?: string;
-  /** c.prepared is in the log: from here on a rollback must be logged before it is announced. */
-  durablePrepared: boolean;
-  outcome?: Outcome;
-  reason?: string;
-  participant?: string;
-  conflict?: boolean;
-  prepareWaiter?: ReplyTo;
-  decideWaiters: ReplyTo[];
-  lastResend: number;
-  pendingReported: boolean;
-}
-
-type BranchState = "joining" | "active" | "done" | "prepared" | "committed" | "rolled_back";
-
-export interface Branch {
-  name: string;
-  id: string;
-  coordinator: string;
-  state: BranchState;
-  reads: Map<string, number>;
-  writes: Map<string, { value: unknown; deleted: boolean }>;
-  owner?: number;
-  joinWaiter?: ReplyTo;
-  pendingPrepare: boolean;
-  deadline: number;
-  lastContact: number;
-  locked: string[];
-  ops: number;
-  finishedAt?: number;
-  applied: boolean;
-  traceparent?: string;
-  /** The incarnation named by the token this branch joined with. */
-  incarnation?: string;
-  /** When its client asked to join (0 for begin's own branch). */
-  joinedAt: number;
-  /** Its enlist was refused as unknown once and sent again at once (see onEnlisted). */
-  enlistRepeated?: boolean;
-  /** An end that carried its join: run once the coordinator has enlisted the branch (joinWaiter is its from). */
-  pendingEnd?: Extract<ClientInput, { op: "end" }>;
-  /** Databases this branch runs SQL in; it votes yes only once every one reported prepared. */
-  resources: (SqlResourceRef & { prepared: boolean })[];
-}
+import { branchViews, coordStatus, newestView, type StatusView, summaryStatus } from "./views.ts";
 
 export interface NodeOptions {
   id: string;
@@ -124,6 +58,8 @@ export class Node {
   private readonly liveCoords = new Set<Coord>();
   private readonly liveBranches = new Set<Branch>();
   private readonly retired: { at: number; coord?: Coord; branch?: Branch }[] = [];
+  /** Every branch in memory, by transaction name: names held, status, forwarding. */
+  private readonly byName = new Map<string, Branch[]>();
   private retiredHead = 0;
   readonly locks = new LockTable();
   private readonly reader: WalReader;
@@ -197,6 +133,9 @@ export class Node {
       case "applied":
         this.onApplied(input.name, input.branch);
         break;
+      case "sql_finished":
+        this.onSqlFinished(input.name, input.branch, input.ok);
+        break;
       case "call_result":
         this.orchestrator.onResult(input, input.now);
         break;
@@ -212,6 +151,9 @@ export class Node {
 
   private persist(rec: LogRecord) {
     this.out.push({ k: "persist", rec });
+  }
+  private persistLazy(rec: LogRecord) {
+    this.out.push({ k: "persist", rec, lazy: true });
   }
   private send(to: string, msg: PeerMessage) {
     const tp = this.traces.get(msg.name);
@@ -273,9 +215,14 @@ export class Node {
         return this.sqlPrepared(req, from);
       case "list":
         return this.ok(from, { transactions: this.list(req.state, req.limit) });
-      case "o_create":
-        if (this.nameTaken(req.name)) return this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is active; names are unique while a transaction is active`));
-        return this.orchestrator.create(req, from, now);
+      case "o_create": {
+        const held = this.nameHeld(req.name);
+        if (held) return this.fail(from, this.nameInUse(held));
+        // The seed's requirements (timeout in seconds) and the flat options are one thing inside (the schema refuses both).
+        const { requirements: r, ...flat } = req;
+        const timeoutMs = r?.timeout === undefined ? undefined : Math.round(r.timeout * 1000);
+        return this.orchestrator.create(r ? { ...flat, consistency: r.consistency, availability: r.availability, timeoutMs } : flat, from, now);
+      }
       case "o_add":
         return this.orchestrator.add(req.name, req.participant, from);
       case "o_execute":
@@ -294,22 +241,34 @@ export class Node {
     }
   }
 
-  /** A name is taken while any transaction of that name, plain or orchestrated, is unfinished. */
-  private nameTaken(name: string): boolean {
+  /**
+   * What holds `name` on this node, if anything: an unfinished transaction of that name (plain or
+   * orchestrated, `failed` included) or an unfinished branch of one (in doubt, say). One namespace for
+   * both faces, so `status`, `list` and `resolve` can never mean two things. `joining`: the incarnation a
+   * join names; that transaction itself is no clash (null: a token without one clashes only with the others).
+   */
+  private nameHeld(name: string, joining?: string | null): string | undefined {
     const c = this.coords.get(name);
-    return (!!c && !isTerminal(c.state)) || this.orchestrator.active(name);
+    if (c && !isTerminal(c.state) && (joining === undefined || (joining !== null && c.ownBranch !== joining))) return `transaction "${name}" is ${c.state} on sidecar ${this.id}`;
+    if (this.orchestrator.active(name)) return `orchestrated transaction "${name}" is not finished on sidecar ${this.id}`;
+    for (const b of this.byName.get(name) ?? []) {
+      // A joining branch is in no transaction yet (its enlist may still be refused): it holds nothing.
+      if (b.state === "committed" || b.state === "rolled_back" || b.state === "joining") continue;
+      if (joining !== undefined && (joining === null || b.incarnation === undefined || b.incarnation === joining)) continue;
+      return `sidecar ${this.id} holds an unfinished (${branchStateName(b.state)}) branch of another transaction "${name}", coordinated by ${b.coordinator}`;
+    }
+    return undefined;
+  }
+
+  private nameInUse(held: string): WireError {
+    return wireError(ErrorCode.NAME_IN_USE, `${held}; a name is unique while its transaction is not finished (failed ones until resolved)`);
   }
 
   /** Open a transaction and its own branch; on a refusal, answer `from` and return undefined. `branch`: an id the client chose. */
   private begin(req: Omit<Extract<ClientInput, { op: "begin" }>, "id" | "op">, from: ReplyTo, now: number): Coord | undefined {
-    if (this.orchestrator.active(req.name)) {
-      return void this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is an active orchestrated transaction`));
-    }
-    // Every unfinished transaction is in memory (recovery loads them), so memory answers NAME_IN_USE.
-    const existing = this.coords.get(req.name);
-    if (existing && !isTerminal(existing.state)) {
-      return void this.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${existing.state}; names are unique while a transaction is active`));
-    }
+    // Every unfinished transaction and branch is in memory (recovery loads them), so memory answers NAME_IN_USE.
+    const held = this.nameHeld(req.name);
+    if (held) return void this.fail(from, this.nameInUse(held));
     if (this.coords.size >= limits.inflightTxnsMax) {
       return void this.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than inflightTxnsMax (${limits.inflightTxnsMax}) transactions in flight; retry later`));
     }
@@ -337,10 +296,11 @@ export class Node {
       durablePrepared: false,
       decideWaiters: [],
       lastResend: now,
-      pendingReported: false,
     };
     this.addCoord(c);
-    this.addBranch(this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent));
+    const own = this.newBranch(req.name, branchId, this.id, "active", from.conn, now + timeoutMs, now, req.traceparent);
+    own.incarnation = branchId; // what its context token names
+    this.addBranch(own);
     if (req.traceparent) this.traces.set(req.name, req.traceparent);
     const parked = this.parkedEnlists.get(req.name);
     if (parked) {
@@ -367,6 +327,8 @@ export class Node {
     if (!t) return void this.fail(from, wireError(ErrorCode.BAD_REQUEST, "token: not a dtx context token (pass tx.context unchanged)"));
     const badBranch = this.clientBranchError(t.name, branch);
     if (badBranch) return void this.fail(from, badBranch);
+    const held = this.nameHeld(t.name, t.incarnation ?? null);
+    if (held) return void this.fail(from, this.nameInUse(held));
     const branchId = branch ?? this.newBranchId();
     const b = this.newBranch(t.name, branchId, t.coordinator, "joining", from.conn, now + (t.timeoutMs ?? timing.defaultTimeoutMs), now, t.traceparent);
     b.joinWaiter = from;
@@ -562,8 +524,7 @@ export class Node {
     }
     const refused = req.ok && req.writes?.length ? this.applyWrites(b, req.writes) : undefined;
     if (!req.ok || refused) {
-      this.abortBranch(b, now);
-      this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: refused?.message ?? req.reason ?? "the joined callback failed" });
+      this.voteNo(b, refused?.message ?? req.reason ?? "the joined callback failed", false, now);
       return refused ? this.fail(from, refused) : this.ok(from);
     }
     b.state = "done";
@@ -595,17 +556,17 @@ export class Node {
         if (outcome === "commit") {
           return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${c.state}; commit it after beginDistributed resolves`));
         }
-        c.decideWaiters.push(from);
+        c.decideWaiters.push({ to: from, since: now });
         return this.abort(c, reason ?? "rolled back by the client", undefined, false, now);
       case "prepared":
-        c.decideWaiters.push(from);
+        c.decideWaiters.push({ to: from, since: now });
         if (outcome === "commit") return this.commit(c, now);
         return this.abort(c, reason ?? "rolled back by the client", undefined, false, now);
       case "committing":
-        if (outcome === "commit") return void c.decideWaiters.push(from);
+        if (outcome === "commit") return void c.decideWaiters.push({ to: from, since: now });
         return this.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committing; a decision is never changed`));
       case "rolling_back":
-        if (outcome === "rollback") return void c.decideWaiters.push(from);
+        if (outcome === "rollback") return void c.decideWaiters.push({ to: from, since: now });
         return this.fail(from, abortedError(name, c.reason, c.participant));
       case "committed":
       case "rolled_back":
@@ -621,24 +582,33 @@ export class Node {
       if (asked === "commit") return this.ok(to, { name, outcome: "committed", protocol, pending }, release);
       return this.fail(to, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed; a decision is never changed`), release);
     }
-    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol }, release);
+    if (asked === "rollback") return this.ok(to, { name, outcome: "rolled_back", protocol, pending }, release);
     return this.fail(to, abortedError(name, reason, participant), release);
   }
 
+  /** Every view of `name` this sidecar has, orchestrated, coordinated or through its branches; the newest answers. */
   private status(name: string, from: ReplyTo) {
+    const views: StatusView[] = [];
     const o = this.orchestrator.status(name);
-    if (o) return this.ok(from, o);
+    if (o) views.push(o as StatusView);
     const c = this.coords.get(name);
-    if (c) return this.ok(from, coordStatus(c, this.id));
-    const s = this.reader.coordinator(name);
-    if (s) return this.ok(from, summaryStatus(s, this.id));
-    for (const b of this.branches.values()) {
-      if (b.name !== name) continue;
-      // This node coordinates the name but holds no record of it: presumed abort, whatever its branch's own state.
-      if (b.coordinator === this.id) return this.ok(from, { ...branchStatus(b, this.id), state: b.state === "rolled_back" ? "rolled_back" : "rolling_back" });
-      return this.ok(from, branchStatus(b, this.id));
+    const s = c ? undefined : this.reader.coordinator(name);
+    if (c) views.push(coordStatus(c, this.id));
+    else if (s) views.push(summaryStatus(s, this.id));
+    for (const v of branchViews(name, this.id, this.byName.get(name) ?? [], this.reader.branchesOf(name))) {
+      if (v.coordinator !== this.id) views.push(v);
+      // A branch whose coordinator is this node, which holds no record of the name: presumed abort.
+      else if (!c && !s) views.push({ ...v, state: v.state === "rolled_back" ? "rolled_back" : "rolling_back" });
     }
-    this.fail(from, wireError(ErrorCode.NOT_FOUND, `sidecar ${this.id} knows no transaction "${name}"`));
+    const view = newestView(views);
+    if (view) return this.ok(from, view);
+    this.fail(
+      from,
+      wireError(
+        ErrorCode.NOT_FOUND,
+        `sidecar ${this.id} has no record of a transaction "${name}" in the last ${Math.round(timing.retentionMs / 3_600_000)} h: it neither coordinated it nor prepared a branch of it (a branch that only read leaves no record); ask its coordinator`,
+      ),
+    );
   }
 
   private list(state: TxnState | undefined, limit = 1000) {
@@ -708,7 +678,7 @@ export class Node {
     this.persist({ r: "c.end", name: c.name, protocol: c.protocol, outcome: c.outcome!, branches: refs(c), createdAt: c.createdAt, at: now, reason: c.reason, participant: c.participant, ...(c.conflict ? { conflict: true } : {}) });
     // The outcome was durable before any branch heard it and every branch has acked: the answer need not wait for c.end,
     // which only lets the log forget the transaction (lost in a crash, recovery re-announces and the branches ack again).
-    for (const w of c.decideWaiters) this.replyDecided(w, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], "unlogged");
+    for (const w of c.decideWaiters) this.replyDecided(w.to, c.name, c.state, c.protocol, c.outcome!, c.reason, c.participant, [], "unlogged");
     c.decideWaiters = [];
   }
 
@@ -795,10 +765,11 @@ export class Node {
       return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `the token belongs to an earlier transaction named "${msg.name}"` });
     }
     if (c.state !== "active") {
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active` });
+      const code = c.state === "rolling_back" || c.state === "rolled_back" ? "TRANSACTION_ABORTED" : "INVALID_STATE";
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `transaction "${msg.name}" is ${c.state}; joins are accepted only while it is active`, code });
     }
     if (c.branches.size >= limits.branchesPerTxnMax) {
-      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches` });
+      return this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) branches`, code: "LIMIT_EXCEEDED" });
     }
     const ref = { id: msg.branch, sidecar: msg.from };
     c.branches.set(msg.branch, { ...ref, acked: false });
@@ -807,8 +778,9 @@ export class Node {
   }
 
   private refuseUnknown(msg: Extract<PeerMessage, { t: "enlist" }>) {
-    const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names`;
-    this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true });
+    // Never begun there, or lost before it prepared (a coordinator crash): either way rolled back (presumed abort).
+    const why = `sidecar ${this.id} coordinates no active transaction "${msg.name}" that this token names (it was rolled back, or never begun)`;
+    this.send(msg.from, { t: "enlist_refused", name: msg.name, branch: msg.branch, from: this.id, reason: why, unknown: true, code: "TRANSACTION_ABORTED" });
   }
 
   /** Parked enlists whose begin did not come within enlistParkMs are refused as unknown (the joiner asks again while it is young). */
@@ -872,9 +844,7 @@ export class Node {
     b.pendingPrepare = false;
     const unprepared = b.resources.find((r) => !r.prepared);
     if (unprepared) {
-      this.abortBranch(b, now);
-      const reason = `the SQL branch in database "${unprepared.db}" (gid ${unprepared.gid}) was not prepared`;
-      return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason });
+      return this.voteNo(b, `the SQL branch in database "${unprepared.db}" (gid ${unprepared.gid}) was not prepared`, false, now);
     }
     const keys = new Set([...b.reads.keys(), ...b.writes.keys()]);
     const held = this.locks.tryLockAll(bkey(b.name, b.id), keys);
@@ -882,21 +852,23 @@ export class Node {
     if (held !== undefined || stale !== undefined) {
       if (held === undefined) this.locks.releaseAll(bkey(b.name, b.id), keys);
       const reason = held !== undefined ? `key "${held}" is locked by another prepared transaction` : `key "${stale}" changed after it was read`;
-      this.abortBranch(b, now);
-      return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason, conflict: true });
+      return this.voteNo(b, reason, true, now);
     }
     if (b.writes.size === 0 && b.resources.length === 0) {
       // Read-only: validated now, nothing to commit, no phase 2.
       this.locks.releaseAll(bkey(b.name, b.id), keys);
       b.state = "committed";
+      b.vote = "readonly";
       b.finishedAt = now;
       b.applied = true;
       return this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "readonly" });
     }
     b.locked = [...keys];
     b.state = "prepared";
+    b.vote = "yes";
+    b.preparedAt = now;
     const resources = b.resources.length ? { resources: b.resources.map(sqlRef) } : {};
-    this.persist({ r: "p.prepared", name: b.name, branch: b.id, coordinator: b.coordinator, writes: writeSet(b), reads: [...b.reads.keys()], at: now, ...resources });
+    this.persist({ r: "p.prepared", name: b.name, branch: b.id, coordinator: b.coordinator, writes: writeSet(b), reads: [...b.reads.keys()], at: now, ...resources, ...this.branchOrigin(b) });
     this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "yes" });
   }
 
@@ -910,21 +882,26 @@ export class Node {
         const version = msg.outcome === "commit" ? ++this.kvVersion : 0;
         b.state = msg.outcome === "commit" ? "committed" : "rolled_back";
         b.finishedAt = now;
-        this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: msg.outcome, writes: msg.outcome === "commit" ? writeSet(b) : [], version, at: now });
-        // The databases are finished after p.end is durable; the ack does not wait (the SQL reconciler guarantees it).
-        if (b.resources.length) this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: msg.outcome });
+        this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: msg.outcome, writes: msg.outcome === "commit" ? writeSet(b) : [], version, at: now, ...this.branchOrigin(b) });
+        // The databases are finished after p.end is durable, and the ack waits for them: decided means done, so a
+        // commit that returns is visible in every database (the reconciler still finishes what a crash interrupts).
+        if (b.resources.length) {
+          b.sqlUnfinished = true;
+          this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: msg.outcome });
+        }
         // Locks are released only once the outcome (and its writes) are durable.
         this.out.push({ k: "after", input: { k: "applied", name: b.name, branch: b.id, now } });
-        return ack();
+        return this.ackOnceSqlFinished(b, msg.from);
       }
       case "joining":
       case "active":
       case "done":
-        if (msg.outcome === "rollback") this.abortBranch(b, now);
-        return ack();
+        if (msg.outcome === "rollback") this.abortBranch(b, now, b.state !== "joining", `rolled back by its coordinator`);
+        return this.ackOnceSqlFinished(b, msg.from);
       case "committed":
       case "rolled_back":
-        return ack();
+        if (b.sqlUnfinished) this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: b.state === "committed" ? "commit" : "rollback" });
+        return this.ackOnceSqlFinished(b, msg.from);
     }
   }
 
@@ -955,12 +932,19 @@ export class Node {
       }
       return;
     }
-    this.abortBranch(b, now);
-    if (waiter) this.fail(waiter, wireError(ErrorCode.INVALID_STATE, `join refused: ${msg.reason}`));
+    this.abortBranch(b, now, false);
+    if (!waiter) return;
+    if (msg.code === "TRANSACTION_ABORTED") this.fail(waiter, abortedError(b.name, `join refused: ${msg.reason}`, msg.from));
+    else this.fail(waiter, wireError(msg.code === "LIMIT_EXCEEDED" ? ErrorCode.LIMIT_EXCEEDED : ErrorCode.INVALID_STATE, `join refused: ${msg.reason}`));
   }
 
-  /** Roll back a branch that never prepared; nothing is logged (presumed abort). */
-  private abortBranch(b: Branch, now: number) {
+  /**
+   * Roll back a branch that never prepared (presumed abort: nothing needs logging). `enlisted`: its
+   * coordinator knows it, so its rollback is the transaction's: logged lazily, for status only (a crash
+   * that loses it leaves the branch unknown here, which presumed abort reads the same way). A branch
+   * with SQL work logs it durably, so the reconciler rolls its gids back whatever happens next.
+   */
+  private abortBranch(b: Branch, now: number, enlisted = true, reason?: string) {
     if (b.state === "prepared") throw new Error(`abortBranch on prepared branch ${b.id}: only the coordinator decides`);
     b.pendingEnd = undefined;
     if (b.locked.length) this.locks.releaseAll(bkey(b.name, b.id), b.locked);
@@ -968,15 +952,59 @@ export class Node {
     b.state = "rolled_back";
     b.finishedAt = now;
     b.applied = true;
+    b.reason ??= reason;
+    const rec: LogRecord = {
+      r: "p.end",
+      name: b.name,
+      branch: b.id,
+      coordinator: b.coordinator,
+      outcome: "rollback",
+      writes: [],
+      version: 0,
+      at: now,
+      ...this.branchOrigin(b),
+      ...(b.vote === "no" ? { vote: "no" as const } : {}),
+      ...(b.reason ? { reason: b.reason.slice(0, 1000) } : {}),
+    };
     if (b.resources.length) {
-      // Durable, so the reconciler rolls these gids back even if the service prepares one later or we restart.
-      this.persist({ r: "p.end", name: b.name, branch: b.id, coordinator: b.coordinator, outcome: "rollback", writes: [], version: 0, at: now });
+      this.persist(rec);
+      b.sqlUnfinished = true;
       this.out.push({ k: "finish_sql", name: b.name, branch: b.id, resources: b.resources.map(sqlRef), outcome: "rollback" });
+    } else if (enlisted && b.coordinator !== this.id) {
+      this.persistLazy(rec); // the coordinator's own branch needs none: its c.end says it all
     }
     if (b.joinWaiter) {
       this.fail(b.joinWaiter, abortedError(b.name, "the transaction was rolled back before the join completed"));
       b.joinWaiter = undefined;
     }
+  }
+
+  /** The branch votes no and rolls back: it will never prepare. */
+  private voteNo(b: Branch, reason: string, conflict: boolean, now: number) {
+    b.vote = "no";
+    this.abortBranch(b, now, b.state !== "joining", reason);
+    this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason, ...(conflict ? { conflict: true } : {}) });
+  }
+
+  /** Who the branch belongs to, for its records: the transaction's incarnation and when the branch began. */
+  private branchOrigin(b: Branch): { incarnation?: string; begun?: number } {
+    return { ...(b.incarnation ? { incarnation: b.incarnation } : {}), ...(b.joinedAt ? { begun: b.joinedAt } : {}) };
+  }
+
+  /** Ack a decision, once the branch's SQL work is finished in its databases (at once without any). */
+  private ackOnceSqlFinished(b: Branch, coordinator: string) {
+    if (b.sqlUnfinished) return void (b.ackOwed = coordinator);
+    this.send(coordinator, { t: "ack", name: b.name, branch: b.id, from: this.id });
+  }
+
+  /** The runtime finished (ok) or could not yet finish a branch's SQL work; a resent decision tries again. */
+  private onSqlFinished(name: string, branch: string, ok: boolean) {
+    const b = this.branches.get(bkey(name, branch));
+    if (!b || !ok || !b.sqlUnfinished) return;
+    b.sqlUnfinished = false;
+    const to = b.ackOwed;
+    b.ackOwed = undefined;
+    if (to) this.send(to, { t: "ack", name: b.name, branch: b.id, from: this.id });
   }
 
   private onApplied(name: string, branch: string) {
@@ -1051,11 +1079,14 @@ export class Node {
             c.lastResend = now;
             this.announce(c);
           }
-          if (!c.pendingReported && c.state === "committing" && now - (c.decidedAt ?? now) >= this.ackWaitMs && c.decideWaiters.length) {
-            // Durable decision, some participants unreachable: answer now, keep retrying in the background.
-            c.pendingReported = true;
-            for (const w of c.decideWaiters) this.ok(w, { name: c.name, outcome: "committed", protocol: c.protocol, pending: this.pendingOf(c) });
-            c.decideWaiters = [];
+          // Durable decision, some participants unreachable: whoever waited ackWaitMs is answered, with them as pending;
+          // the decision is retried in the background. (Recovered and re-asked decisions are bounded the same way.)
+          if (c.decideWaiters.length && now - c.decideWaiters[0].since >= this.ackWaitMs) {
+            const due = c.decideWaiters.filter((w) => now - w.since >= this.ackWaitMs);
+            c.decideWaiters = c.decideWaiters.filter((w) => now - w.since < this.ackWaitMs);
+            const pending = this.pendingOf(c);
+            const decided = c.outcome === "commit" ? "committed" : "rolled_back";
+            for (const w of due) this.replyDecided(w.to, c.name, decided, c.protocol, c.outcome!, c.reason, c.participant, pending);
           }
           break;
         case "committed":
@@ -1068,7 +1099,7 @@ export class Node {
     for (const b of this.liveBranches) {
       switch (b.state) {
         case "joining":
-          if (now >= b.deadline) this.abortBranch(b, now);
+          if (now >= b.deadline) this.abortBranch(b, now, false);
           else if (now - b.lastContact >= timing.resendMs) {
             b.lastContact = now;
             this.sendEnlist(b);
@@ -1077,10 +1108,7 @@ export class Node {
         case "active":
         case "done":
           // A remote coordinator that never asked us to prepare in time has given up.
-          if (b.coordinator !== this.id && now >= b.deadline) {
-            this.abortBranch(b, now);
-            this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: `branch ${b.id} timed out before prepare` });
-          }
+          if (b.coordinator !== this.id && now >= b.deadline) this.voteNo(b, `branch ${b.id} timed out before prepare`, false, now);
           break;
         case "prepared":
           // In doubt: ask, never decide alone.
@@ -1091,8 +1119,8 @@ export class Node {
           break;
         case "committed":
         case "rolled_back":
-          // Kept live until its writes are applied and its locks released.
-          if (b.applied) {
+          // Kept live until its writes are applied, its locks released and its SQL work finished.
+          if (b.applied && !b.sqlUnfinished) {
             this.liveBranches.delete(b);
             this.retired.push({ at: b.finishedAt ?? now, branch: b });
           }
@@ -1109,6 +1137,16 @@ export class Node {
   private addBranch(b: Branch) {
     this.branches.set(bkey(b.name, b.id), b);
     this.liveBranches.add(b);
+    const same = this.byName.get(b.name);
+    if (same) same.push(b);
+    else this.byName.set(b.name, [b]);
+  }
+
+  private forgetBranch(b: Branch) {
+    this.branches.delete(bkey(b.name, b.id));
+    const same = this.byName.get(b.name)?.filter((x) => x !== b);
+    if (same?.length) this.byName.set(b.name, same);
+    else this.byName.delete(b.name);
   }
 
   /** Forget finished transactions and branches evictAfterMs after they finished (unless replaced meanwhile). */
@@ -1123,7 +1161,7 @@ export class Node {
       } else if (r.branch) {
         const k = bkey(r.branch.name, r.branch.id);
         if (this.branches.get(k) === r.branch) {
-          this.branches.delete(k);
+          this.forgetBranch(r.branch);
           if (!this.coords.has(r.branch.name)) this.traces.delete(r.branch.name);
         }
       }
@@ -1142,10 +1180,7 @@ export class Node {
     }
     for (const b of this.liveBranches) {
       if (b.owner !== conn) continue;
-      if (b.state === "joining" || b.state === "active") {
-        this.abortBranch(b, now);
-        this.send(b.coordinator, { t: "vote", name: b.name, branch: b.id, from: this.id, vote: "no", reason: `the client of branch ${b.id} disconnected` });
-      }
+      if (b.state === "joining" || b.state === "active") this.voteNo(b, `the client of branch ${b.id} disconnected`, false, now);
     }
   }
 
@@ -1161,12 +1196,22 @@ export class Node {
       }
       const b = this.newBranch(s.name, s.branch, s.coordinator, "prepared", undefined, Infinity, now);
       b.resources = (s.resources ?? []).map((r) => ({ ...r, prepared: true }));
+      b.incarnation = s.incarnation;
+      b.vote = "yes";
+      b.preparedAt = s.preparedAt;
+      b.joinedAt = s.begunAt ?? 0;
       for (const [k, v, d] of s.writes) b.writes.set(k, { value: v, deleted: d });
       b.locked = [...new Set([...s.reads, ...s.writes.map((w) => w[0])])];
       b.lastContact = -Infinity; // ask at the first tick
       const clash = this.locks.tryLockAll(bkey(b.name, b.id), b.locked);
       if (clash !== undefined) throw new Error(`recovery: key ${clash} locked by two prepared branches`);
       this.addBranch(b);
+      // Its coordinator is this node, whose log does not list it: presumed abort, decided here and now, so the
+      // name is free again as soon as the sidecar is ready (the branch would only ask itself at the first tick).
+      const c = b.coordinator === this.id ? this.reader.coordinator(b.name) : undefined;
+      if (b.coordinator === this.id && (!c || c.state === "rolled_back" || !c.branches.some((x) => x.id === b.id))) {
+        this.onDecision({ t: "decision", name: b.name, branch: b.id, from: this.id, outcome: "rollback" }, now);
+      }
     }
     for (const s of coordinators) {
       const c: Coord = {
@@ -1186,7 +1231,6 @@ export class Node {
         participant: s.participant,
         decideWaiters: [],
         lastResend: now,
-        pendingReported: true,
       };
       this.addCoord(c);
       if (s.traceparent) this.traces.set(s.name, s.traceparent);
@@ -1210,7 +1254,8 @@ export class Node {
   /** Ask the coordinator: the one a local branch names, else every configured peer. */
   private forwardDecision(name: string, outcome: Outcome, from: ReplyTo, now: number) {
     let coordinator: string | undefined;
-    for (const b of this.branches.values()) if (b.name === name && b.coordinator !== this.id) coordinator = b.coordinator;
+    for (const b of this.byName.get(name) ?? []) if (b.coordinator !== this.id) coordinator = b.coordinator;
+    if (!coordinator) for (const b of this.reader.branchesOf(name)) if (b.coordinator !== this.id) coordinator = b.coordinator;
     const targets = coordinator ? [coordinator] : this.peers;
     if (targets.length === 0) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" coordinated by sidecar ${this.id}, and it has no peers to ask`));
     const req = `${this.id}.${this.bootId}.f${(++this.forwardSeq).toString(36)}`;
@@ -1287,38 +1332,6 @@ function conflictError(name: string, reason = "conflict", participant?: string):
   return wireError(ErrorCode.TRANSACTION_CONFLICT, `transaction "${name}" conflicted and was rolled back: ${reason}; retry it`, { participant, reason });
 }
 
-function coordStatus(c: Coord, self: string) {
-  return {
-    name: c.name,
-    state: c.state,
-    protocol: c.protocol,
-    coordinator: self,
-    participants: [...c.branches.values()].map((b) => ({ branch: b.id, sidecar: b.sidecar, vote: b.vote ?? null, acked: b.acked })),
-    timestamps: { begun: c.createdAt, prepared: c.preparedAt ?? null, decided: c.decidedAt ?? null, finished: c.finishedAt ?? null },
-    error: c.reason ?? null,
-  };
-}
-
-function summaryStatus(s: CoordinatorSummary, self: string) {
-  return {
-    name: s.name,
-    state: s.state,
-    protocol: s.protocol,
-    coordinator: self,
-    participants: s.branches.map((b) => ({ branch: b.id, sidecar: b.sidecar, vote: b.readonly ? "readonly" : s.state === "active" ? null : "yes", acked: isTerminal(s.state) })),
-    timestamps: { begun: s.createdAt, prepared: s.preparedAt ?? null, decided: s.decidedAt ?? null, finished: s.finishedAt ?? null },
-    error: s.reason ?? null,
-  };
-}
-
-function branchStatus(b: Branch, self: string) {
-  return {
-    name: b.name,
-    state: b.state === "done" || b.state === "joining" ? "active" : b.state,
-    protocol: "2pc",
-    coordinator: b.coordinator,
-    participants: [{ branch: b.id, sidecar: self, vote: null, acked: b.state === "committed" || b.state === "rolled_back" }],
-    timestamps: { begun: null, prepared: null, decided: null, finished: b.finishedAt ?? null },
-    error: null,
-  };
+function branchStateName(state: BranchState): string {
+  return state === "done" || state === "joining" ? "active" : state;
 }

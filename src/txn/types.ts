@@ -22,12 +22,18 @@ export type Input =
   /** What a participant call (effect "call") came back with. */
   | { k: "call_result"; name: string; index: number; callId: number; outcome: "ok" | "fail" | "retry"; result?: unknown; error?: string; now: number }
   /** Fed back by the runtime once a branch's final record is durable. */
-  | { k: "applied"; name: string; branch: string; now: number };
+  | { k: "applied"; name: string; branch: string; now: number }
+  /** The runtime finished a branch's SQL work in every database (ok), or could not yet (a resent decision retries). */
+  | { k: "sql_finished"; name: string; branch: string; ok: boolean; now: number };
 
 export type ReplyBody = { ok: true; [k: string]: unknown } | { ok: false; error: WireError };
 
 export type Effect =
-  | { k: "persist"; rec: LogRecord }
+  /**
+   * `lazy`: nothing this step sends or replies depends on the record (it serves status only): the step's
+   * other effects do not wait for it, though it is logged in order with everything else.
+   */
+  | { k: "persist"; rec: LogRecord; lazy?: true }
   | { k: "send"; to: string; msg: PeerMessage }
   /**
    * `unlogged`: waits only for what earlier steps logged, not for this step's records (see Node.maybeFinish).
@@ -36,7 +42,7 @@ export type Effect =
   | { k: "reply"; to: ReplyTo; body: ReplyBody; unlogged?: true; immediate?: true }
   /** Feed this input back into the node once everything persisted so far is durable. */
   | { k: "after"; input: Input }
-  /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK). */
+  /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK); "sql_finished" says how it went. */
   | { k: "finish_sql"; name: string; branch: string; resources: SqlResourceRef[]; outcome: Outcome }
   /** Call a participant of an orchestrated transaction; its result comes back as "call_result". */
   | { k: "call"; call: ParticipantCall };

@@ -332,6 +332,9 @@ export class LmdbWal implements Wal {
   branch(name: string, branch: string) {
     return this.summary(branchKey(name, branch)) as BranchSummary | undefined;
   }
+  branchesOf(name: string): BranchSummary[] {
+    return [...this.entries(branchKey(name, ""))].map(([, s]) => s as BranchSummary);
+  }
   /** LMDB's entries with the overlay laid over them (overlay-only keys last). */
   private *entries(prefix = ""): Iterable<[string, Summary]> {
     const pending = new Map([...this.pendingIndex].filter(([k]) => k.startsWith(prefix)));

@@ -104,6 +104,10 @@ export class MemoryWal implements Wal {
   branch(name: string, branch: string) {
     return this.view.getSummary(branchKey(name, branch)) as BranchSummary | undefined;
   }
+  branchesOf(name: string): BranchSummary[] {
+    const prefix = branchKey(name, "");
+    return [...this.view.index].filter(([k]) => k.startsWith(prefix)).map(([, s]) => s as BranchSummary);
+  }
   orchestration(name: string) {
     return this.view.getSummary(orchestrationKey(name)) as OrchestrationSummary | undefined;
   }

@@ -42,8 +42,23 @@ export type LogRecord =
   // Participant side.
   // Logged before the service is told the gid, so every dtx gid in a database has a record (or is an orphan).
   | { r: "p.resource"; name: string; branch: string; coordinator: string; resource: SqlResourceRef; at: number }
-  | { r: "p.prepared"; name: string; branch: string; coordinator: string; writes: Write[]; reads: string[]; at: number; resources?: SqlResourceRef[] }
-  | { r: "p.end"; name: string; branch: string; coordinator: string; outcome: Outcome; writes: Write[]; version: number; at: number };
+  // `incarnation` names the transaction (its coordinator's own branch), so status tells two transactions of one name apart; `begun`: when the branch began.
+  | { r: "p.prepared"; name: string; branch: string; coordinator: string; writes: Write[]; reads: string[]; at: number; resources?: SqlResourceRef[]; incarnation?: string; begun?: number }
+  // `vote` and `reason`: of a branch that never prepared (voted no, read-only, or rolled back first), logged for status only.
+  | {
+      r: "p.end";
+      name: string;
+      branch: string;
+      coordinator: string;
+      outcome: Outcome;
+      writes: Write[];
+      version: number;
+      at: number;
+      incarnation?: string;
+      begun?: number;
+      vote?: "no" | "readonly";
+      reason?: string;
+    };
 
 export interface CoordinatorSummary {
   name: string;
@@ -73,6 +88,11 @@ export interface BranchSummary {
   resources?: SqlResourceRef[];
   preparedAt?: number;
   finishedAt?: number;
+  incarnation?: string;
+  begunAt?: number;
+  /** "yes" once prepared; "no"/"readonly" as logged by a branch that never prepared; absent: rolled back before it voted. */
+  vote?: "yes" | "no" | "readonly";
+  reason?: string;
 }
 
 export const coordinatorKey = (name: string) => `c/${name}`;
@@ -163,7 +183,9 @@ export function foldRecord(prev: AnySummary | undefined, rec: LogRecord): AnySum
         writes: rec.writes,
         reads: rec.reads,
         preparedAt: rec.at,
+        vote: "yes",
         ...(rec.resources?.length ? { resources: rec.resources } : {}),
+        ...defined({ incarnation: rec.incarnation, begunAt: rec.begun }),
       };
     case "p.end": {
       const p = prev as BranchSummary | undefined;
@@ -178,9 +200,17 @@ export function foldRecord(prev: AnySummary | undefined, rec: LogRecord): AnySum
         preparedAt: p?.preparedAt,
         finishedAt: rec.at,
         ...(p?.resources?.length ? { resources: p.resources } : {}),
+        ...defined({ incarnation: rec.incarnation ?? p?.incarnation, begunAt: rec.begun ?? p?.begunAt, vote: rec.vote ?? p?.vote, reason: rec.reason }),
       };
     }
   }
+}
+
+/** The fields of `o` that are set: a summary carries no undefined fields (they would be stored). */
+function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const k in o) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }
 
 /** Store writes a record carries (only a committed branch end carries any). */

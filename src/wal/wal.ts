@@ -16,6 +16,8 @@ export interface WalReader {
   kvVersion(): number;
   coordinator(name: string): CoordinatorSummary | undefined;
   branch(name: string, branch: string): BranchSummary | undefined;
+  /** Every branch of transactions named `name` that this node logged (for status). */
+  branchesOf(name: string): BranchSummary[];
   orchestration(name: string): OrchestrationSummary | undefined;
   barrierEntry(key: string): BarrierSummary | undefined;
   list(opts: { state?: TxnState; limit?: number }): (CoordinatorSummary | OrchestrationSummary)[];

@@ -38,8 +38,21 @@ interface Transfer {
   known: Known;
   final?: "committed" | "rolled_back";
   error?: string;
-  errorKind?: string;
+  /** Every error the client saw, by phase, as class(code). */
+  errors: { phase: "begin" | "commit"; kind: string; message: string }[];
 }
+
+/**
+ * The errors the README documents for a transfer under kill -9 (What the API promises; Errors), by phase.
+ * beginDistributed: another transfer won (conflict); rolled back, e.g. the coordinator lost it in a crash
+ * before it prepared and refused the join (aborted); the prepare was cut off (outcome unknown); a call
+ * inside the callback was cut off, so the sidecar rolled the transaction back (connection lost).
+ * commitDistributed: cut off mid-flight (outcome unknown), or never sent on a connection already lost.
+ */
+const expectedErrors = {
+  begin: new Set(["TransactionConflictError(TRANSACTION_CONFLICT)", "TransactionAbortedError(TRANSACTION_ABORTED)", "OutcomeUnknownError(OUTCOME_UNKNOWN)", "ProtocolError(CONNECTION_LOST)"]),
+  commit: new Set(["OutcomeUnknownError(OUTCOME_UNKNOWN)", "ProtocolError(CONNECTION_LOST)"]),
+};
 
 const sidecars: SidecarProcess[] = [];
 const clients: Client[][] = [];
@@ -50,10 +63,10 @@ afterAll(async () => {
 
 const account = (sidecar: number, i: number) => `acct/${ids[sidecar]}/${i}`;
 
-function noteError(t: Transfer, e: unknown) {
+function noteError(t: Transfer, phase: "begin" | "commit", e: unknown) {
   const err = e as { name?: string; code?: string; message?: string };
   t.error = `${err.name}: ${err.message}`;
-  t.errorKind = err.code && err.name !== err.code ? `${err.name}(${err.code})` : String(err.name);
+  t.errors.push({ phase, kind: err.code && err.name !== err.code ? `${err.name}(${err.code})` : String(err.name), message: String(err.message) });
 }
 
 test(
@@ -90,6 +103,7 @@ test(
         amount: 1 + Math.floor(rand() * 100),
         prepared: false,
         known: "unknown",
+        errors: [],
       };
     });
 
@@ -111,7 +125,7 @@ test(
           { timeoutMs: 5_000 },
         );
       } catch (e) {
-        noteError(t, e);
+        noteError(t, "begin", e);
         t.known = e instanceof TransactionAbortedError || e instanceof TransactionConflictError ? "aborted" : "unknown";
         return;
       }
@@ -123,7 +137,7 @@ test(
           t.known = "committed";
           return;
         } catch (e) {
-          noteError(t, e);
+          noteError(t, "commit", e);
           if (e instanceof TransactionAbortedError) {
             t.known = "aborted"; // must never happen after prepare; checked below
             return;
@@ -268,8 +282,11 @@ test(
         `unknown until the end ${count((t) => t.known === "unknown")}, prepared ones decided at the end ${decidedAtEnd}`,
     );
     const kinds = new Map<string, number>();
-    for (const t of transfers) if (t.errorKind) kinds.set(t.errorKind, (kinds.get(t.errorKind) ?? 0) + 1);
+    for (const t of transfers) for (const e of t.errors) kinds.set(`${e.phase}: ${e.kind}`, (kinds.get(`${e.phase}: ${e.kind}`) ?? 0) + 1);
     console.log(`client errors seen: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    // Every error a client saw is one the README documents for that situation.
+    const unexpected = transfers.flatMap((t) => t.errors.filter((e) => !expectedErrors[e.phase].has(e.kind)).map((e) => `${t.name} ${e.phase}: ${e.kind}: ${e.message}`));
+    expect(unexpected).toEqual([]);
     expect(finished).toBe(transfers.length);
     expect(kills).toBeGreaterThanOrEqual(3); // otherwise the run proved nothing about crashes
   },

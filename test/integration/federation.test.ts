@@ -98,7 +98,7 @@ describe("federated 2PC between two sidecars", () => {
 
   test("rollbackDistributed discards the writes on both sidecars", async () => {
     await prepareAcross("fed-rollback-1", "acct/a3", "acct/b3", 1);
-    expect(await a.rollbackDistributed("fed-rollback-1")).toEqual({ name: "fed-rollback-1", outcome: "rolled_back", protocol: "2pc" });
+    expect(await a.rollbackDistributed("fed-rollback-1")).toEqual({ name: "fed-rollback-1", outcome: "rolled_back", protocol: "2pc", pending: [] });
     expect(await a.get("acct/a3")).toBeUndefined();
     expect(await b.get("acct/b3")).toBeUndefined();
     await waitFor(async () => (await b.status("fed-rollback-1")).state === "rolled_back", 5_000, "B's branch rolled back");
@@ -330,6 +330,22 @@ describe("peer authentication", () => {
     expect(B.output).toContain("a message claiming to be from A");
     raw.ws.close();
     await a.rollbackDistributed("fed-invalid-1");
+  });
+
+  test("a peer message with a field its protocol version does not have is refused by name and not applied", async () => {
+    await prepareAcross("fed-strict-1", "auth/a4", "auth/b4", 4);
+    const branch = await branchOn("fed-strict-1", "B");
+    const raw = await RawPeer.open(B.port);
+    await raw.authenticate("A", secret);
+    await raw.next("welcome");
+    raw.send({ t: "decision", name: "fed-strict-1", branch, from: "A", outcome: "commit", force: true });
+    const error = await raw.next("error");
+    expect(error).toMatchObject({ t: "error", code: "BAD_REQUEST" });
+    expect(String(error.message)).toContain("force: unknown field");
+    expect((await b.status("fed-strict-1")).state).toBe("prepared");
+    expect(await b.get("auth/b4")).toBeUndefined();
+    raw.ws.close();
+    await a.rollbackDistributed("fed-strict-1");
   });
 
   test("a batch delivers each valid message in it and drops only the invalid ones; a malformed batch is dropped whole", async () => {

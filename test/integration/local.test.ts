@@ -31,7 +31,7 @@ describe("local distributed transactions", () => {
     await dtx.beginDistributed("rollback-1", async (tx) => {
       await tx.put("orders/2", 2);
     });
-    expect(await dtx.rollbackDistributed("rollback-1")).toEqual({ name: "rollback-1", outcome: "rolled_back", protocol: "2pc" });
+    expect(await dtx.rollbackDistributed("rollback-1")).toEqual({ name: "rollback-1", outcome: "rolled_back", protocol: "2pc", pending: [] });
     expect(await dtx.get("orders/2")).toBeUndefined();
     expect((await dtx.status("rollback-1")).state).toBe("rolled_back");
   });

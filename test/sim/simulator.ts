@@ -299,12 +299,13 @@ export class Sim {
     this.checker.onStep(sn, input, effects);
     this.sagaChecker.onStep(sn, effects);
     const records: LogRecord[] = [];
+    const lazy: LogRecord[] = [];
     const local: PeerMessage[] = [];
     const rest: Effect[] = [];
     const unlogged: Effect[] = [];
     const immediate: Effect[] = [];
     for (const e of effects) {
-      if (e.k === "persist") records.push(e.rec);
+      if (e.k === "persist") (e.lazy ? lazy : records).push(e.rec);
       else if (e.k === "send" && e.to === sn.id) local.push(e.msg);
       else if (e.k === "reply" && e.immediate) immediate.push(e);
       else if (e.k === "reply" && e.unlogged) unlogged.push(e);
@@ -319,9 +320,12 @@ export class Sim {
       sn.outbox.push({ dep: this.opts.brokenRule === "send-before-persist" ? 0 : sn.wal.appended, effects: unlogged });
       if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
     }
-    if (records.length) {
-      sn.wal.appendSync(records);
-      sn.unflushed.push(...records);
+    // As in the runtime: a step whose only records are lazy releases its effects against what came before them.
+    const before = sn.wal.appended;
+    if (records.length || lazy.length) {
+      const all = lazy.length ? [...records, ...lazy] : records;
+      sn.wal.appendSync(all);
+      sn.unflushed.push(...all);
       this.scheduleFlush(sn);
     }
     if (input.k === "client" && input.req.op === "get" && input.req.name === undefined) {
@@ -330,7 +334,7 @@ export class Sim {
     // The one rule: released only once everything this step and earlier ones appended is durable
     // (not what the messages it sends itself append). The broken variant skips the wait.
     const broken = this.opts.brokenRule === "send-before-persist" || (this.opts.brokenRule === "unpersisted-step-skips-wait" && !records.length);
-    const dep = broken ? 0 : sn.wal.appended;
+    const dep = broken ? 0 : records.length ? sn.wal.appended : before;
     // As in the runtime, a message to this node never leaves the process: it is handled now, its records
     // follow these in the same log, and what it sends or replies waits for its own records.
     for (const msg of local) this.step(sn, { k: "peer", msg, now: this.now });
@@ -679,6 +683,8 @@ export function describeInput(i: Input): string {
       return `applied ${i.name}/${i.branch}`;
     case "call_result":
       return `call_result ${i.name}#${i.index} ${i.outcome}`;
+    case "sql_finished":
+      return `sql_finished ${i.name}/${i.branch} ${i.ok}`;
   }
 }
 

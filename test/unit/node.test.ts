@@ -419,8 +419,9 @@ describe("Node: regressions found by the simulator", () => {
     // The branch's prepared record is durable, the coordinator's is not: a crash here loses the coordinator.
     const prepare = a.client({ op: "prepare", name: "r2" });
     a.peer(sends(prepare, "prepare")[0].msg);
+    // Recovery rolls the branch back at once (presumed abort: its coordinator, this node, has no record of it).
     a.restart("b2");
-    expect(reply(a.client({ op: "status", name: "r2" }))).toMatchObject({ ok: true, state: "rolling_back" });
+    expect(reply(a.client({ op: "status", name: "r2" }))).toMatchObject({ ok: true, state: "rolled_back", participants: [{ vote: "yes", acked: true }] });
     settleSelf(a, a.tick(timing.askCoordinatorMs));
     expect(reply(a.client({ op: "status", name: "r2" }))).toMatchObject({ ok: true, state: "rolled_back" });
   });
@@ -430,13 +431,14 @@ describe("Node: regressions found by the simulator", () => {
     const { branch: stale } = begun(a, "again", "old-key");
     // The branch prepares durably; the sidecar dies before its coordinator recorded anything.
     a.peer(sends(a.client({ op: "prepare", name: "again" }), "prepare")[0].msg);
-    a.restart("b2");
-    // The client learned nothing and retries the same name at once: it commits before the stale branch asks.
+    // Recovery finds the branch's coordinator (this node) without a record of it: presumed abort, at once.
+    const recovered = a.restart("b2");
+    const staleEnd = recovered.find((e) => e.k === "persist" && e.rec.r === "p.end" && e.rec.branch === stale);
+    expect(staleEnd).toMatchObject({ rec: { outcome: "rollback" } });
+    // The client learned nothing and retries the same name at once: the name is free, and it commits alone.
     prepared(a, "again", "new-key");
     expect(persisted(a.client({ op: "commit", name: "again" }), "c.decision")).toHaveLength(1);
-    const asked = settleSelf(a, a.tick(timing.tickMs));
-    const staleEnd = asked.find((e) => e.k === "persist" && e.rec.r === "p.end" && e.rec.branch === stale);
-    expect(staleEnd).toMatchObject({ rec: { outcome: "rollback" } });
+    settleSelf(a, a.tick(timing.tickMs));
     expect(a.wal.kvGet("old-key")).toBeUndefined();
   });
 });

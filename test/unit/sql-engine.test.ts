@@ -93,7 +93,27 @@ describe("SQL branches in the engine", () => {
     const kinds = effects.map((e) => (e.k === "persist" ? e.rec.r : e.k));
     expect(kinds.indexOf("p.end")).toBeLessThan(kinds.indexOf("finish_sql"));
     expect(finishes(effects)).toEqual([{ k: "finish_sql", name: "t4", branch, resources: [{ db: "stock", gid, kind: "mysql" }], outcome: "commit" }]);
-    expect(replies(effects)[0]).toMatchObject({ ok: true, outcome: "committed" });
+    // Decided means done: the commit answers once the database finished the branch, not before.
+    expect(replies(effects)).toEqual([]);
+    expect(replies(h.step({ k: "sql_finished", name: "t4", branch, ok: true, now: h.now }))[0]).toMatchObject({ ok: true, outcome: "committed", pending: [] });
+  });
+
+  test("a commit whose database cannot finish the branch yet answers after ackWaitMs with this sidecar pending, and acks once it is finished", () => {
+    const h = new Harness();
+    const branch = begin(h, "t4b");
+    const gid = openSql(h, "t4b", branch, "orders").reply.gid as string;
+    h.client({ op: "sql_prepared", name: "t4b", branch, db: "orders", gid });
+    h.client({ op: "prepare", name: "t4b" });
+    expect(replies(h.client({ op: "commit", name: "t4b" }))).toEqual([]);
+    expect(replies(h.step({ k: "sql_finished", name: "t4b", branch, ok: false, now: h.now }))).toEqual([]);
+    // A resent decision tries the database again, and still no ack while it is unfinished.
+    h.now += 1_000;
+    const resent = h.step({ k: "tick", now: h.now });
+    expect(finishes(resent)).toHaveLength(1);
+    h.now += 5_000;
+    expect(replies(h.step({ k: "tick", now: h.now }))[0]).toMatchObject({ ok: true, outcome: "committed", pending: ["A"] });
+    h.step({ k: "sql_finished", name: "t4b", branch, ok: true, now: h.now });
+    expect(h.node.coords.get("t4b")?.state).toBe("committed");
   });
 
   test("after a restart, a prepared SQL branch is in doubt and keeps its resources; a registered, unprepared one is rolled back", () => {

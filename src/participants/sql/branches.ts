@@ -53,7 +53,7 @@ export function createDriver(db: SqlDatabase): SqlDriver {
 
 export class SqlBranches {
   private readonly drivers = new Map<string, SqlDriver>();
-  private readonly finishing = new Map<string, Promise<void>>();
+  private readonly finishing = new Map<string, Promise<boolean>>();
   private readonly orphanSeen = new Map<string, number>();
   /** Gids this process already tried to commit: "unknown" afterwards means an earlier try succeeded. */
   private readonly commitTried = new Set<string>();
@@ -87,13 +87,14 @@ export class SqlBranches {
     this.timer = setInterval(() => void this.reconcile(), this.opts.reconcileMs);
   }
 
-  /** The runtime's finish_sql effect: the branch's decision is durable. */
-  finishBranch(name: string, branch: string, resources: SqlResourceRef[], outcome: Outcome): void {
-    for (const r of resources) void this.finish(r.db, r.gid, outcome, { name, branch });
+  /** The runtime's finish_sql effect: the branch's decision is durable. True once every database finished it. */
+  async finishBranch(name: string, branch: string, resources: SqlResourceRef[], outcome: Outcome): Promise<boolean> {
+    const done = await Promise.all(resources.map((r) => this.finish(r.db, r.gid, outcome, { name, branch })));
+    return done.every(Boolean);
   }
 
-  /** Finish one gid; concurrent calls for the same gid share one attempt. */
-  finish(db: string, gid: string, outcome: Outcome, ctx: Record<string, unknown> = {}): Promise<void> {
+  /** Finish one gid (true: it is finished, or was never prepared); concurrent calls for the same gid share one attempt. */
+  finish(db: string, gid: string, outcome: Outcome, ctx: Record<string, unknown> = {}): Promise<boolean> {
     const running = this.finishing.get(gid);
     if (running) return running;
     const p = this.finishNow(db, gid, outcome, ctx).finally(() => this.finishing.delete(gid));
@@ -101,16 +102,17 @@ export class SqlBranches {
     return p;
   }
 
-  private async finishNow(db: string, gid: string, outcome: Outcome, ctx: Record<string, unknown>): Promise<void> {
+  private async finishNow(db: string, gid: string, outcome: Outcome, ctx: Record<string, unknown>): Promise<boolean> {
     const { log } = this.opts;
     const driver = this.drivers.get(db);
     if (!driver) {
       this.stats.failures++;
-      return void log.error({ ...ctx, db, gid, code: ErrorCode.SQL_DB_UNKNOWN }, `cannot finish a SQL branch: database "${db}" is no longer configured; add --db ${db}=… back`);
+      log.error({ ...ctx, db, gid, code: ErrorCode.SQL_DB_UNKNOWN }, `cannot finish a SQL branch: database "${db}" is no longer configured; add --db ${db}=… back`);
+      return false;
     }
     let last: unknown;
     for (const delay of finishRetryDelaysMs) {
-      if (this.stopped) return;
+      if (this.stopped) return false;
       if (delay) await Bun.sleep(delay);
       const triedBefore = this.commitTried.has(gid);
       if (outcome === "commit") this.commitTried.add(gid);
@@ -130,7 +132,7 @@ export class SqlBranches {
         } else {
           log.debug({ ...ctx, db, gid, outcome }, "SQL branch already finished or never prepared");
         }
-        return;
+        return true;
       } catch (err) {
         last = err;
       }
@@ -138,6 +140,7 @@ export class SqlBranches {
     this.stats.failures++;
     const why = last === undefined ? "the connection that prepared it has not closed yet" : (last as Error).message;
     log.warn({ ...ctx, db, gid, outcome, code: (last as DtxError | undefined)?.code, err: why }, "could not finish a SQL branch yet; the reconciler retries");
+    return false;
   }
 
   /** One reconciliation pass over every database (passes never overlap). */
@@ -162,7 +165,7 @@ export class SqlBranches {
     } catch (err) {
       return void log.warn({ db: driver.db.name, code: (err as DtxError).code ?? ErrorCode.SQL_CONNECTION_FAILED, err: (err as Error).message }, "cannot list prepared SQL branches; retrying at the next pass");
     }
-    const work: Promise<void>[] = [];
+    const work: Promise<boolean>[] = [];
     for (const gid of gids) {
       const p = parseGid(gid);
       if (!p || p.sidecar !== sidecar || p.db !== driver.db.name) continue; // someone else's
