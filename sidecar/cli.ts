@@ -1,56 +1,109 @@
 #!/usr/bin/env bun
 // The dtx command: run a sidecar, or ask one about its transactions.
-import { connect } from "../client/index.ts";
-import { ConfigError, defaults, parseConfig } from "./config.ts";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { type Client, connect } from "../client/index.ts";
+import { type TxnState, txnState } from "../src/protocol/messages.ts";
+import { defaults, parseConfig, sidecarFlagHelp } from "./config.ts";
 import { AlreadyRunningError } from "./exclusive.ts";
+import { describeFlags, type FlagSpec, lastValue, parseFlags, UsageError } from "./flags.ts";
 import { startSidecar } from "./sidecar.ts";
 
-const usage = `usage:
-  dtx sidecar [--id A] [--socket ./.dtx/sidecar.sock] [--data ./.dtx/data] [--port 7400] [--host 127.0.0.1]
-              [--peer B=ws://127.0.0.1:7401 ...] [--secret-file F] [--db name=url ...] [--log-level info]
-  dtx status <name> [--socket S] [--json]
-  dtx list [--state prepared] [--socket S] [--json]
-  dtx resolve <name> --commit|--rollback [--socket S]
-  dtx peers [--socket S] [--json]
-  dtx bench [--json] [--duration S] [--warmup S] [--concurrency 1,16,64,256] [--pg postgres://…]
-Every sidecar flag is also an environment variable: DTX_ID, DTX_SOCKET, DTX_DATA, DTX_PORT, ...`;
+/** How long a query command waits for its sidecar, connecting included, unless --timeout-ms says otherwise. */
+const queryTimeoutMs = 30_000;
+const socket: FlagSpec = { value: "PATH", env: "DTX_SOCKET", about: "the sidecar's socket", default: defaults.socket };
+const json: FlagSpec = { switch: true, about: "print JSON" };
+const timeout: FlagSpec = { value: "MS", about: "give up after this long, connecting included, and exit 1", default: queryTimeoutMs };
 
-/** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage, 3 cannot reach the sidecar. */
+/** Every command but `sidecar` (whose flags are sidecarFlags in config.ts): what it takes, for parsing and for --help. */
+const commands = {
+  status: { args: "<name>", about: "one transaction: state, participants, timestamps", flags: { "--json": json, "--socket": socket, "--timeout-ms": timeout } },
+  list: {
+    args: "",
+    about: "transactions this sidecar knows",
+    flags: { "--state": { value: "STATE", about: "only those in this state: active, prepared, committed, failed, …" }, "--json": json, "--socket": socket, "--timeout-ms": timeout },
+  },
+  resolve: {
+    args: "<name> --commit|--rollback",
+    about: "decide a prepared transaction or close a failed one (a durable decision is never contradicted)",
+    flags: { "--commit": { switch: true, about: "commit it" }, "--rollback": { switch: true, about: "roll it back (compensate a Saga)" }, "--json": json, "--socket": socket, "--timeout-ms": timeout },
+  },
+  peers: { args: "", about: "this sidecar's peer links", flags: { "--json": json, "--socket": socket, "--timeout-ms": timeout } },
+  bench: {
+    args: "",
+    about: "start sidecars in a temporary directory and measure them",
+    flags: {
+      "--json": json,
+      "--duration": { value: "S", about: "seconds per measurement", default: 3 },
+      "--warmup": { value: "S", about: "unmeasured seconds at concurrency 16 before each path", default: 2 },
+      "--concurrency": { value: "LIST", about: "comma-separated concurrencies", default: "1,16,64,256" },
+      "--pg": { value: "URL", env: "DTX_BENCH_PG", about: "PostgreSQL for the baseline", default: "postgres://postgres@127.0.0.1:5432/test" },
+    },
+  },
+} satisfies Record<string, { args: string; about: string; flags: Record<string, FlagSpec> }>;
+type QueryCommand = "status" | "list" | "resolve" | "peers";
+
+function usage(): string {
+  const head = (line: string, about: string) => `  ${`${line}  `.padEnd(46)}${about}`;
+  return [
+    `dtx ${pkg.version}: distributed transactions beside your services`,
+    "",
+    "usage:",
+    head("dtx sidecar [flags]", "run a sidecar; every flag is also an environment variable"),
+    ...sidecarFlagHelp().map((l) => `  ${l}`),
+    ...Object.entries(commands).flatMap(([name, c]) => [
+      head(`dtx ${name}${c.args ? ` ${c.args}` : ""} [flags]`, c.about),
+      ...describeFlags(c.flags).map((l) => `  ${l}`),
+    ]),
+    head("dtx --version | -v", "print the version"),
+    head("dtx --help | -h", "print this help"),
+    "",
+    "exit codes: 0 ok, 1 the request failed, 2 usage or configuration, 3 the sidecar cannot be reached",
+  ].join("\n");
+}
+
+/** Exit codes: 0 ok, 1 the request failed (e.g. NOT_FOUND), 2 usage or configuration, 3 cannot reach the sidecar. */
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  switch (command) {
-    case "sidecar":
-      return runSidecar(rest);
-    case "status":
-    case "list":
-    case "resolve":
-    case "peers":
-      return query(command, rest);
-    case "bench":
-      return bench(rest);
-    case undefined:
-    case "help":
-    case "--help":
-    case "-h":
-      console.log(usage);
-      return command === undefined ? 2 : 0;
-    default:
-      console.error(`dtx: unknown command "${command}"\n${usage}`);
-      return 2;
+  if (rest.includes("--help") || rest.includes("-h")) {
+    console.log(usage());
+    return 0;
+  }
+  try {
+    switch (command) {
+      case "sidecar":
+        return await runSidecar(rest);
+      case "status":
+      case "list":
+      case "resolve":
+      case "peers":
+        return await query(command, rest);
+      case "bench":
+        return await bench(rest);
+      case "--version":
+      case "-v":
+      case "version":
+        console.log(`dtx ${pkg.version}`);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(usage());
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"; the commands are sidecar, ${Object.keys(commands).join(", ")} (see dtx --help)`);
+    }
+  } catch (e) {
+    if (!(e instanceof UsageError || e instanceof AlreadyRunningError)) throw e;
+    console.error(`${command === "sidecar" || Object.hasOwn(commands, command ?? "") ? `dtx ${command}` : "dtx"}: ${e.message}`);
+    return 2;
   }
 }
 
 async function runSidecar(args: string[]): Promise<number> {
-  let sidecar;
-  try {
-    sidecar = await startSidecar(parseConfig(args));
-  } catch (e) {
-    if (e instanceof ConfigError || e instanceof AlreadyRunningError) {
-      console.error(`dtx sidecar: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
+  const sidecar = await startSidecar(parseConfig(args));
   const shutdown = async (signal: string) => {
     sidecar.log.info({ signal }, "draining");
     await sidecar.stop();
@@ -61,22 +114,23 @@ async function runSidecar(args: string[]): Promise<number> {
   return new Promise<number>(() => {}); // runs until a signal
 }
 
-async function bench(args: string[]): Promise<number> {
-  const json = args.includes("--json");
-  const { runBench } = await import("../bench/bench.ts");
-  const durationS = Number(takeFlag(args, "--duration") ?? 3);
-  const warmupS = Number(takeFlag(args, "--warmup") ?? 2);
-  const concurrency = (takeFlag(args, "--concurrency") ?? "1,16,64,256").split(",").map(Number);
+async function bench(argv: string[]): Promise<number> {
+  const { flags } = commands.bench;
+  const args = parseFlags("bench", argv, flags);
+  const json = args.flags.has("--json");
+  const durationS = Number(lastValue(args, "--duration") ?? flags["--duration"].default);
+  const warmupS = Number(lastValue(args, "--warmup") ?? flags["--warmup"].default);
+  const concurrency = (lastValue(args, "--concurrency") ?? flags["--concurrency"].default).split(",").map(Number);
   if (!(durationS > 0) || !(warmupS >= 0) || concurrency.some((c) => !Number.isInteger(c) || c < 1)) {
-    console.error("dtx bench: --duration takes seconds > 0, --warmup seconds ≥ 0, --concurrency a list of whole numbers ≥ 1");
-    return 2;
+    throw new UsageError("--duration takes seconds > 0, --warmup seconds ≥ 0, --concurrency a list of whole numbers ≥ 1");
   }
+  const { runBench } = await import("../bench/bench.ts");
   const result = await runBench({
     durationS,
     warmupS,
     concurrency,
     json,
-    pgUrl: takeFlag(args, "--pg") ?? process.env.DTX_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432/test",
+    pgUrl: lastValue(args, "--pg") ?? process.env.DTX_BENCH_PG ?? flags["--pg"].default,
     progress: (line) => console.error(line),
   });
   if (json) console.log(JSON.stringify(result));
@@ -104,73 +158,98 @@ function formatBench(r: Awaited<ReturnType<typeof import("../bench/bench.ts").ru
   ].join("\n");
 }
 
-function takeFlag(args: string[], flag: string): string | undefined {
-  const i = args.indexOf(flag);
-  if (i < 0) return undefined;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-}
-
-async function query(command: "status" | "list" | "resolve" | "peers", args: string[]): Promise<number> {
-  const json = args.includes("--json");
-  if (json) args.splice(args.indexOf("--json"), 1);
-  const socket = takeFlag(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
-  const state = takeFlag(args, "--state");
-  let dtx;
-  try {
-    dtx = await connect({ socket, reconnect: false });
-  } catch (e) {
-    console.error(`dtx ${command}: cannot reach the sidecar at ${socket}: ${(e as Error).message}`);
+async function query(command: QueryCommand, argv: string[]): Promise<number> {
+  const named = command === "status" || command === "resolve";
+  const args = parseFlags(command, argv, commands[command].flags, named ? 1 : 0);
+  const json = args.flags.has("--json");
+  const socketPath = lastValue(args, "--socket") ?? process.env.DTX_SOCKET ?? defaults.socket;
+  const timeoutMs = Number(lastValue(args, "--timeout-ms") ?? queryTimeoutMs);
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms takes whole milliseconds ≥ 1, not ${lastValue(args, "--timeout-ms")}`);
+  const name = args.positionals[0];
+  const state = lastValue(args, "--state");
+  if (state !== undefined && !txnState.safeParse(state).success) throw new UsageError(`--state takes one of ${txnState.options.join(", ")}, not "${state}"`);
+  const outcome = args.flags.has("--commit") ? "commit" : "rollback";
+  if (command === "resolve" && args.flags.has("--commit") === args.flags.has("--rollback")) throw new UsageError("give exactly one of --commit or --rollback");
+  // Without the file there is no sidecar to wait for: say so at once (the client's retry loop waits for one that is starting).
+  if (!existsSync(socketPath)) {
+    console.error(`dtx ${command}: no sidecar socket at ${resolve(socketPath)} (the file does not exist); start one with dtx sidecar, or point at its socket with --socket or DTX_SOCKET`);
     return 3;
   }
+  const deadline = Date.now() + timeoutMs;
+  let client: Client;
   try {
+    client = await connect({ socket: socketPath, reconnect: false, connectTimeoutMs: Math.min(5_000, timeoutMs) });
+  } catch (e) {
+    console.error(`dtx ${command}: cannot reach the sidecar at ${resolve(socketPath)}: ${(e as Error).message} (the socket comes from --socket or DTX_SOCKET)`);
+    return 3;
+  }
+  const ask = async (): Promise<string> => {
     if (command === "peers") {
-      const peers = await dtx.peers();
-      if (json) console.log(JSON.stringify(peers));
-      else for (const p of peers) console.log(`${String(p.id).padEnd(20)} ${String(p.state).padEnd(8)} ${p.url ?? "(accepted)"}`);
-      return 0;
+      const peers = await client.peers();
+      return json ? JSON.stringify(peers) : peers.map((p) => `${String(p.id).padEnd(20)} ${String(p.state).padEnd(8)} ${p.url ?? "(accepted)"}`).join("\n");
     }
     if (command === "resolve") {
-      const commit = args.includes("--commit");
-      const rollback = args.includes("--rollback");
-      const name = args.find((a) => !a.startsWith("--"));
-      if (!name || commit === rollback) {
-        console.error("dtx resolve: give a transaction name and exactly one of --commit or --rollback");
-        return 2;
-      }
-      const r = await dtx.resolve(name, commit ? "commit" : "rollback");
-      console.log(json ? JSON.stringify(r) : `${name}: ${String(r.outcome ?? r.state)}`);
-      return 0;
+      const r = await client.resolve(name, outcome);
+      return json ? JSON.stringify(r) : `${name}: ${String(r.outcome ?? r.state)}`;
     }
     if (command === "status") {
-      const name = args[0];
-      if (!name) {
-        console.error("dtx status: give a transaction name");
-        return 2;
-      }
-      const s = await dtx.status(name);
-      console.log(json ? JSON.stringify(s) : formatStatus(s as unknown as Record<string, unknown>));
-    } else {
-      const list = await dtx.list({ state: state as never });
-      if (json) console.log(JSON.stringify(list));
-      else for (const t of list as unknown as Record<string, unknown>[]) console.log(`${String(t.name).padEnd(32)} ${String(t.state).padEnd(13)} ${t.protocol}`);
+      const s = await client.status(name);
+      return json ? JSON.stringify(s) : formatStatus(s as unknown as Record<string, unknown>);
     }
+    const list = await client.list({ state: state as TxnState | undefined });
+    return json ? JSON.stringify(list) : (list as unknown as Record<string, unknown>[]).map((t) => `${String(t.name).padEnd(32)} ${String(t.state).padEnd(13)} ${t.protocol}`).join("\n");
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((res) => (timer = setTimeout(() => res("late"), Math.max(0, deadline - Date.now()))));
+  try {
+    const out = await Promise.race([ask(), late]);
+    if (out === "late") {
+      console.error(
+        command === "resolve"
+          ? `dtx resolve: the sidecar did not answer within ${timeoutMs} ms, so the outcome of ${name} is unknown (the ${outcome} may still happen); read it with dtx status ${name}`
+          : `dtx ${command}: the sidecar at ${resolve(socketPath)} did not answer within ${timeoutMs} ms; try again, or wait longer with --timeout-ms`,
+      );
+      return 1;
+    }
+    if (out) console.log(out);
     return 0;
   } catch (e) {
     const err = e as { code?: string; message: string };
     console.error(`dtx ${command}: ${err.code ?? "ERROR"}: ${err.message}`);
     return 1;
   } finally {
-    dtx.close();
+    clearTimeout(timer);
+    client.close();
   }
 }
 
+/** A status reply as text. Participants come in two shapes: 2PC branches and orchestrated participants. */
 function formatStatus(s: Record<string, unknown>): string {
-  const lines = [`name:      ${s.name}`, `state:     ${s.state}`, `protocol:  ${s.protocol}`, `coordinator: ${s.coordinator}`];
-  for (const p of (s.participants as Record<string, unknown>[]) ?? []) lines.push(`  branch ${p.branch} on ${p.sidecar} vote=${p.vote} acked=${p.acked}`);
-  if (s.error) lines.push(`error:     ${s.error}`);
-  return lines.join("\n");
+  const text = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const errorText = (e: unknown) => (e && typeof e === "object" && "message" in e ? `${text((e as { code?: unknown }).code)}: ${text(e.message)}` : text(e));
+  const out = [
+    `name:         ${s.name}`,
+    `state:        ${s.state}`,
+    `protocol:     ${s.protocol ?? "not chosen yet"}${s.kind === "orchestrated" ? " (orchestrated)" : ""}`,
+    `coordinator:  ${s.coordinator}`,
+  ];
+  const participants = (s.participants as Record<string, unknown>[] | undefined) ?? [];
+  out.push(`participants: ${participants.length === 0 ? "none" : ""}`.trimEnd());
+  const rows = participants.map((p): [string, string, string, string] =>
+    "participantId" in p
+      ? [text(p.participantId), text(p.endpoint), text(p.status), (p.steps as { op: string; outcome: string }[] | undefined)?.map((d) => `${d.op} ${d.outcome}`).join(", ") ?? ""]
+      : [text(p.branch), `on ${text(p.sidecar)}`, `vote ${text(p.vote) || "not yet"}`, p.acked ? "acked" : "not acked"],
+  );
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));
+  rows.forEach((r, i) => {
+    out.push(`  ${r.map((col, c) => (c < 3 ? col.padEnd(widths[c]) : col)).join("  ")}`.trimEnd());
+    const error = participants[i].error;
+    if (error) out.push(`    error: ${errorText(error)}`);
+  });
+  const times = Object.entries((s.timestamps as Record<string, number | null> | undefined) ?? {}).filter(([, t]) => typeof t === "number");
+  if (times.length) out.push("timestamps:", ...times.map(([k, t]) => `  ${k.padEnd(9)} ${new Date(t as number).toISOString()}`));
+  if (s.error) out.push(`error:        ${errorText(s.error)}`);
+  return out.join("\n");
 }
 
 main(process.argv.slice(2)).then(

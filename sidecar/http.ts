@@ -2,22 +2,50 @@
 // WebSocket endpoint peers dial (/v1/federation). Everything else under /v1/
 // passes the admin gate first (admin-auth.ts); health, readiness, metrics,
 // the dashboard's page and the federation endpoint (its own HMAC handshake) stay open.
+import type { Server, WebSocketHandler } from "bun";
 import { version } from "../package.json" with { type: "json" };
 import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
 import type { AdminGate } from "./admin-auth.ts";
+import { ConfigError, type SidecarConfig } from "./config.ts";
 import { dashboardHtml } from "./dashboard.ts";
 import type { Sidecar } from "./sidecar.ts";
 
-export function startHttp(sidecar: Sidecar, gate: AdminGate) {
+export interface SidecarHttp {
+  server: Server<AcceptedSocket>;
+  /** Answer for the sidecar from now on; until then /healthz says ok and everything else 503. */
+  serve(sidecar: Sidecar): void;
+}
+
+/**
+ * Bind the port first thing, before the data directory is locked or the socket claimed, so that a
+ * port in use (or an address this machine lacks) is a configuration error that leaves nothing behind.
+ */
+export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>, gate: AdminGate): SidecarHttp {
+  try {
+    return startHttp(config, websocket, gate);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") {
+      throw new ConfigError(`port ${config.port} on ${config.host} is in use by another process; stop it, or choose another port with --port (DTX_PORT; 0 picks a free one)`);
+    }
+    if (code === "EADDRNOTAVAIL") throw new ConfigError(`cannot listen on ${config.host}: this machine has no such address; choose another with --host (DTX_HOST)`);
+    throw e;
+  }
+}
+
+function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>, gate: AdminGate): SidecarHttp {
   const json = (body: unknown, status = 200) => Response.json(body, { status });
-  return Bun.serve<AcceptedSocket>({
-    hostname: sidecar.config.host,
-    port: sidecar.config.port,
+  let sidecar: Sidecar | undefined;
+  const server = Bun.serve<AcceptedSocket>({
+    hostname: config.host,
+    port: config.port,
     // Optional TLS: the HTTP API and /v1/federation then answer on https:// and wss://.
-    tls: sidecar.config.tlsCert && sidecar.config.tlsKey ? { cert: Bun.file(sidecar.config.tlsCert), key: Bun.file(sidecar.config.tlsKey) } : undefined,
+    tls: config.tlsCert && config.tlsKey ? { cert: Bun.file(config.tlsCert), key: Bun.file(config.tlsKey) } : undefined,
     fetch: async (req, server) => {
       const url = new URL(req.url);
       const path = url.pathname;
+      // Bound while the sidecar still recovers: alive, not ready, and nothing reaches the engine yet.
+      if (!sidecar) return path === "/healthz" ? new Response("ok\n") : new Response("not ready: starting\n", { status: 503 });
       if (path === "/v1/federation") {
         if (server.upgrade(req, { data: sidecar.federation.newSocketData() })) return undefined;
         return new Response("expected a WebSocket upgrade from a dtx peer\n", { status: 426 });
@@ -44,6 +72,7 @@ export function startHttp(sidecar: Sidecar, gate: AdminGate) {
       }
       return new Response("not found\n", { status: 404 });
     },
-    websocket: sidecar.federation.websocket,
+    websocket,
   });
+  return { server, serve: (s) => void (sidecar = s) };
 }

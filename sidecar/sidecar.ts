@@ -22,8 +22,8 @@ import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databa
 import { type AdminGate, adminGate } from "./admin-auth.ts";
 import { ClientServer } from "./client-server.ts";
 import { ConfigError, type SidecarConfig, isLoopback } from "./config.ts";
-import { claimSocketPath, lockDataDir } from "./exclusive.ts";
-import { startHttp } from "./http.ts";
+import { checkDataDirId, claimDataDirId, claimSocketPath, lockDataDir } from "./exclusive.ts";
+import { bindHttp } from "./http.ts";
 
 /** conn 0 is the sidecar's own internal client (HTTP API, admin). */
 const INTERNAL_CONN = 0;
@@ -79,11 +79,17 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }
   const socketPath = resolve(config.socket);
   const dataDir = resolve(config.data);
-  const unlock = lockDataDir(dataDir);
+  // The port and the id first: a start refused for either leaves the data directory and the socket as they were.
+  const http = bindHttp(config, federation.websocket, gate);
+  let unlock = () => {};
   try {
+    checkDataDirId(dataDir, config.id);
+    unlock = lockDataDir(dataDir);
+    claimDataDirId(dataDir, config.id);
     await claimSocketPath(socketPath);
   } catch (e) {
     unlock();
+    http.server.stop(true);
     throw e;
   }
   mkdirSync(dataDir, { recursive: true });
@@ -223,8 +229,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     stop: async () => {},
   };
 
-  const http = startHttp(sidecar, gate);
-  sidecar.port = http.port ?? config.port;
+  http.serve(sidecar);
+  sidecar.port = http.server.port ?? config.port;
   server.listen(socketPath);
   federation.start();
 
@@ -245,7 +251,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     await sqlBranches.stop();
     federation.stop();
     server.closeAll();
-    http.stop(true);
+    http.server.stop(true);
     await wal.close();
     unlock();
     log.info("stopped");

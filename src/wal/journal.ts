@@ -157,7 +157,7 @@ function writeAll(fd: number, buf: Buffer, position: number): void {
 }
 
 /** A new file's directory entry must be durable before the file's contents can count. */
-function syncDir(dir: string): void {
+export function syncDir(dir: string): void {
   const fd = openSync(dir, "r");
   try {
     fsyncSync(fd);

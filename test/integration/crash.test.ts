@@ -96,7 +96,8 @@ describe("one sidecar per socket and data directory", () => {
 
   test("a second sidecar on a data directory or socket a live one holds is refused with a clear error", async () => {
     const first = await sidecar("holder");
-    const sameData = new SidecarProcess({ id: "second", dir: first.dir });
+    // The same id: under another one the data directory's id file refuses it first (cli.test.ts).
+    const sameData = new SidecarProcess({ id: "holder", dir: first.dir });
     (sameData as { socket: string }).socket = `${first.dir}/other.sock`;
     const err1 = await sameData.start(5_000).catch((e) => e);
     expect(String(err1)).toContain("is held by a running sidecar");
