@@ -169,7 +169,8 @@ describe("client wire", () => {
   });
 
   test("writes larger than the socket buffer are finished on drain, intact and in order", async () => {
-    const sizes = [6, 1, 4, 0, 3].map((mib) => mib * 1024 * 1024 + 7);
+    // Each under valueBytesMax, together over half a frame: they go as single puts, many MiB in one socket write.
+    const sizes = [1023, 1, 1023, 0, 1023, 1023, 1023, 1023, 1023, 1023, 1023].map((kib) => kib * 1024 + 7);
     const fake = fakeSidecar((req, reply) => {
       if (req.op === "begin") reply(ok(req, { name: req.name, branch: "A:1", context: "tok", protocol: "2pc" }));
       if (req.op === "put") reply(ok(req));
