@@ -6,7 +6,7 @@ import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts"
 import { contextToken, decodeToken } from "../src/protocol/token.ts";
 import { callLabel, checkWrite, keyProblem, type Refusal } from "../src/protocol/value.ts";
 import type { z } from "zod";
-import { participantSpec } from "../src/protocol/orchestration.ts";
+import { orchestratedValueRefusal, participantSpec } from "../src/protocol/orchestration.ts";
 import {
   beginOptionsSchema,
   type ClientOp,
@@ -450,11 +450,15 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     async createTransaction({ name, ...opts }) {
       checked(txnName, name, "createTransaction name");
       checked(createOptionsSchema, opts, "createTransaction");
+      const refused = orchestratedValueRefusal({ op: "o_create", name, context: opts.context }, encodedBytes);
+      if (refused) throw refusalError(refused);
       await call("o_create", { ...opts, name });
       return {
         name,
         async addParticipant(participant) {
           checked(participantSpec, participant, "addParticipant");
+          const refused = orchestratedValueRefusal({ op: "o_add", participant }, encodedBytes);
+          if (refused) throw refusalError(refused);
           await call("o_add", { name, participant: participant as Args<"o_add">["participant"] });
         },
         async execute() {

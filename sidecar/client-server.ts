@@ -7,6 +7,7 @@ import { limits, PROTOCOL_VERSION, timing } from "../src/limits.ts";
 import { ErrorCode, type WireError, wireError } from "../src/protocol/errors.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { type ClientRequest, describeKeyIssue, describeZodError, parseClientRequest } from "../src/protocol/messages.ts";
+import { orchestratedValueRefusal } from "../src/protocol/orchestration.ts";
 import { checkWrite, type Refusal } from "../src/protocol/value.ts";
 import type { ClientInput, ReplyBody } from "../src/txn/types.ts";
 
@@ -206,6 +207,9 @@ function valueRefusal(req: ClientRequest, frameBytes: number): Refusal | undefin
         if (typeof r !== "number") return r;
       }
       return undefined;
+    case "o_create":
+    case "o_add":
+      return orchestratedValueRefusal(req, encodedBytes);
     default:
       return undefined;
   }
