@@ -4,7 +4,7 @@ import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { contextToken, decodeToken } from "../src/protocol/token.ts";
-import { callLabel, checkWrite, keyProblem, type Refusal } from "../src/protocol/value.ts";
+import { callLabel, checkValue, checkWrite, keyProblem, type Refusal } from "../src/protocol/value.ts";
 import type { z } from "zod";
 import { orchestratedValueRefusal, participantSpec } from "../src/protocol/orchestration.ts";
 import {
@@ -380,14 +380,15 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   // A branch lives on the connection that opened it (the sidecar rolls it back if that connection
   // drops), so its operations never move to a reconnected socket.
   // Writes are checked (key, value, size: src/protocol/value.ts) and buffered here, and travel with the
-  // branch's prepare (or end): one round trip for the whole write set. tx.get sees the buffer first, as
-  // the sidecar would. What only the sidecar can refuse (opsPerBranchMax) fails the transaction there.
+  // branch's prepare (or end): one round trip for the whole write set. Values are checked again as they
+  // leave: one changed after tx.put must still be stored exactly. tx.get sees the buffer first, as the
+  // sidecar would. What only the sidecar can refuse (opsPerBranchMax) fails the transaction there.
   // `opened` makes sure the branch exists on the sidecar before a request names it (beginDistributed sends
   // begin only once something needs it); `context` is read only when the callback asks for it, and told
   // whether the callback still runs (a token read afterwards must not begin anything).
   function openTx(c: Conn, name: string, branch: string, context: (running: boolean) => string, opened: () => Promise<unknown>) {
     let running = true;
-    const writes = new Map<string, [value: unknown, deleted: boolean, bytesAtMost: number]>();
+    const writes = new Map<string, [unknown, boolean]>();
     const closed = (o: string) => new ProtocolError("INVALID_STATE", `transaction ${name}: tx.${o} after its callback returned; use tx only inside the callback`);
     const op = async <Op extends ClientOp>(o: Op, args: Args<Op>) => {
       if (!running) throw closed(o);
@@ -396,10 +397,10 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     };
     const buffer = (o: "put" | "delete", key: string, value: unknown) => {
       if (!running) throw closed(o);
-      const bytes = checkWrite(o, key, value, encodedBytes);
-      if (typeof bytes !== "number") throw refusalError(bytes);
+      const checked = checkWrite(o, key, value, encodedBytes);
+      if (typeof checked !== "number") throw refusalError(checked);
       writes.delete(key); // keep the order of last writes
-      writes.set(key, [value, o === "delete", bytes]);
+      writes.set(key, [value, o === "delete"]);
     };
     const tx: Tx = {
       name,
@@ -426,8 +427,13 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     const takeWrites = async (): Promise<[string, unknown, boolean][] | undefined> => {
       if (writes.size === 0) return undefined;
       let bytes = 0;
-      for (const [k, [, , b]] of writes) bytes += k.length * 3 + b + 8;
-      const all = [...writes].map(([k, [v, d]]): [string, unknown, boolean] => [k, v, d]);
+      const all: [string, unknown, boolean][] = [];
+      for (const [k, [v, d]] of writes) {
+        const b = d ? 0 : checkValue(v, () => callLabel("tx.put", k), encodedBytes);
+        if (typeof b !== "number") throw refusalError({ ...b, message: `${b.message} (the value changed after tx.put: it is read again when the callback ends)` });
+        bytes += k.length * 3 + b + 8;
+        all.push([k, v, d]);
+      }
       writes.clear();
       if (bytes <= limits.frameBytesMax / 2) return all;
       await opened();

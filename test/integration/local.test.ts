@@ -63,18 +63,19 @@ describe("local distributed transactions", () => {
     expect(await dtx.get("small")).toBeUndefined();
   });
 
-  test("a value grown past valueBytesMax after tx.put is refused by the sidecar at prepare, naming its key, and rolls back", async () => {
+  test("a value changed after tx.put is checked again when the callback ends: grown past valueBytesMax, it fails the transaction naming its key", async () => {
     const err = await dtx
       .beginDistributed("too-big-2", async (tx) => {
         await tx.get("small2"); // begun before its prepare: the refusal must roll it back
         const doc = { body: "" };
         await tx.put("doc", doc);
-        doc.body = "x".repeat(2 * 1024 * 1024); // values are read when the writes travel, at the end of the callback
+        doc.body = "x".repeat(2 * 1024 * 1024); // values are read when the writes leave, at the end of the callback
       })
       .catch((e) => e);
     expect(err).toBeInstanceOf(ProtocolError);
     expect(err.code).toBe("LIMIT_EXCEEDED");
     expect(err.message).toStartWith('tx.put("doc"): value is ');
+    expect(err.message).toEndWith("(the value changed after tx.put: it is read again when the callback ends)");
     expect((await dtx.status("too-big-2")).state).toBe("rolled_back");
   });
 

@@ -187,6 +187,21 @@ describe("refused at tx.put with BAD_REQUEST naming the key, the path and the re
     });
   }
 
+  test("a value changed after tx.put is checked again when the callback ends: a Map added fails the transaction", async () => {
+    const order: Record<string, unknown> = { sku: "A" };
+    const err = await a
+      .beginDistributed("bad-changed-1", async (tx) => {
+        await tx.put("bad/changed", order);
+        order.byId = new Map([[1, "x"]]);
+      })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("BAD_REQUEST");
+    expect(err.message).toStartWith('tx.put("bad/changed"): value.byId is a Map');
+    expect(err.message).toEndWith("(the value changed after tx.put: it is read again when the callback ends)");
+    expect(await a.get("bad/changed")).toBeUndefined();
+  });
+
   test("an orchestrated context or payload that cannot be stored is refused naming the call and the path", async () => {
     const err = await a.createTransaction({ name: "saga-bad-1", context: { retry() {} } }).catch((e) => e);
     expect(err).toMatchObject({ code: "BAD_REQUEST", message: 'createTransaction("saga-bad-1"): context.retry is a function; functions are not stored' });

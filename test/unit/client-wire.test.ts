@@ -399,6 +399,22 @@ describe("client transactions", () => {
     expect(err.participant).toBe("A/store");
   });
 
+  test("a write the sidecar refuses at prepare (LIMIT_EXCEEDED) rejects with its error and rolls the begun branch back", async () => {
+    const fake = txnSidecar((req) => fail(req, "LIMIT_EXCEEDED", 'tx.put("k"): value is 2000000 bytes in MessagePack, over valueBytesMax (1048576 bytes)'));
+    const dtx = await client(fake.path);
+    let branch = "";
+    const err = await dtx
+      .beginDistributed("order-49", async (tx) => {
+        branch = tx.branch;
+        await tx.get("stock/A");
+        await tx.put("k", 1);
+      })
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: "LIMIT_EXCEEDED", message: expect.stringContaining('tx.put("k")') });
+    await fake.received("rollback");
+    expect(fake.requests.find((r) => r.op === "rollback")).toMatchObject({ name: "order-49", branch });
+  });
+
   test("a context token read after the callback returned begins nothing", async () => {
     const fake = txnSidecar();
     const dtx = await client(fake.path);
