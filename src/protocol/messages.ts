@@ -220,9 +220,11 @@ export function describeZodError(error: z.ZodError): string {
 
 /**
  * A bad key of get/put/delete or of a write in prepare/end, in the user's terms (`tx.put("k"): the key …`)
- * rather than zod's path (writes.0.0); undefined for any other issue.
+ * rather than zod's path (writes.0.0); undefined for any other issue, and when a field is unknown (that
+ * comes first, as describeZodError says).
  */
 export function describeKeyIssue(body: unknown, error: z.ZodError): string | undefined {
+  if (error.issues.some((i) => i.code === "unrecognized_keys")) return undefined;
   const [first, index, field] = error.issues[0]?.path ?? [];
   const b = body as { op?: unknown; name?: unknown; key?: unknown; writes?: unknown };
   let call: string;

@@ -277,6 +277,11 @@ describe("the sidecar checks what other clients send, naming the key", () => {
     expect(r.error.message).toBe(`tx.put("${"é".repeat(40)}"… (${key.length} characters)): the key is ${key.length * 2} bytes of UTF-8, over keyBytesMax (${limits.keyBytesMax} bytes)`);
   });
 
+  test("an unknown field is named before a bad key in the same request", async () => {
+    const r = await refusalOf(frameOf({ id: 1, op: "prepare", name: "raw-both-1", writes: [["", 1, false]], begin: { elapsedMs: 0 }, colour: "red" }));
+    expect(r).toMatchObject({ ok: false, error: { code: "BAD_REQUEST", message: expect.stringMatching(/^colour: unknown field/) } });
+  });
+
   test("a value over valueBytesMax in a write set is LIMIT_EXCEEDED naming its key", async () => {
     const r = await refusalOf(prepareBytes("raw-big-1", "raw/big", "x".repeat(limits.valueBytesMax + 1)));
     expect(r).toMatchObject({ ok: false, error: { code: "LIMIT_EXCEEDED" } });
