@@ -4,8 +4,9 @@ import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { contextToken, decodeToken } from "../src/protocol/token.ts";
+import { callLabel, checkValue, checkWrite, keyProblem, type Refusal } from "../src/protocol/value.ts";
 import type { z } from "zod";
-import { participantSpec } from "../src/protocol/orchestration.ts";
+import { orchestratedValueRefusal, participantSpec } from "../src/protocol/orchestration.ts";
 import {
   beginOptionsSchema,
   type ClientOp,
@@ -378,9 +379,10 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
 
   // A branch lives on the connection that opened it (the sidecar rolls it back if that connection
   // drops), so its operations never move to a reconnected socket.
-  // Writes are buffered here and travel with the branch's prepare (or end): one
-  // round trip for the whole write set. tx.get sees the buffer first, as the
-  // sidecar would. A write the sidecar refuses fails the transaction there.
+  // Writes are checked (key, value, size: src/protocol/value.ts) and buffered here, and travel with the
+  // branch's prepare (or end): one round trip for the whole write set. Values are checked again as they
+  // leave: one changed after tx.put must still be stored exactly. tx.get sees the buffer first, as the
+  // sidecar would. What only the sidecar can refuse (opsPerBranchMax) fails the transaction there.
   // `opened` makes sure the branch exists on the sidecar before a request names it (beginDistributed sends
   // begin only once something needs it); `context` is read only when the callback asks for it, and told
   // whether the callback still runs (a token read afterwards must not begin anything).
@@ -393,11 +395,12 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       await opened();
       return request(c, o, args);
     };
-    const buffer = (o: string, key: string, value: unknown, deleted: boolean) => {
+    const buffer = (o: "put" | "delete", key: string, value: unknown) => {
       if (!running) throw closed(o);
-      if (typeof key !== "string" || key.length === 0) throw new ProtocolError("BAD_REQUEST", `${o}: key must be a non-empty string`);
+      const checked = checkWrite(o, key, value, encodedBytes);
+      if (typeof checked !== "number") throw refusalError(checked);
       writes.delete(key); // keep the order of last writes
-      writes.set(key, [value, deleted]);
+      writes.set(key, [value, o === "delete"]);
     };
     const tx: Tx = {
       name,
@@ -406,26 +409,33 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
         return context(running);
       },
       async put(key, value) {
-        if (value === undefined) throw new ProtocolError("BAD_REQUEST", `put ${key}: value is undefined; use tx.delete to remove a key`);
-        buffer("put", key, value, false);
+        buffer("put", key, value);
       },
       async get<T>(key: string) {
+        checkKey("tx.get", key);
         const mine = running ? writes.get(key) : undefined;
         if (mine) return mine[1] ? undefined : (mine[0] as T);
         const r = await op("get", { name, branch, key });
         return r.found ? (r.value as T) : undefined;
       },
       async delete(key) {
-        buffer("delete", key, null, true);
+        buffer("delete", key, null);
       },
       sql: (db) => sqls.handle(db),
     };
     /** The buffered writes, to send with prepare/end; a set too big for one frame goes ahead as single writes. */
     const takeWrites = async (): Promise<[string, unknown, boolean][] | undefined> => {
       if (writes.size === 0) return undefined;
-      const all = [...writes].map(([k, [v, d]]): [string, unknown, boolean] => [k, v, d]);
+      let bytes = 0;
+      const all: [string, unknown, boolean][] = [];
+      for (const [k, [v, d]] of writes) {
+        const b = d ? 0 : checkValue(v, () => callLabel("tx.put", k), encodedBytes);
+        if (typeof b !== "number") throw refusalError({ ...b, message: `${b.message} (the value changed after tx.put: it is read again when the callback ends)` });
+        bytes += k.length * 3 + b + 8;
+        all.push([k, v, d]);
+      }
       writes.clear();
-      if (encodedSizeAtMost(all, limits.frameBytesMax / 2)) return all;
+      if (bytes <= limits.frameBytesMax / 2) return all;
       await opened();
       await Promise.all(all.map(([key, value, deleted]) => (deleted ? request(c, "delete", { name, branch, key }) : request(c, "put", { name, branch, key, value }))));
       return undefined;
@@ -446,11 +456,15 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     async createTransaction({ name, ...opts }) {
       checked(txnName, name, "createTransaction name");
       checked(createOptionsSchema, opts, "createTransaction");
+      const refused = orchestratedValueRefusal({ op: "o_create", name, context: opts.context }, encodedBytes);
+      if (refused) throw refusalError(refused);
       await call("o_create", { ...opts, name });
       return {
         name,
         async addParticipant(participant) {
           checked(participantSpec, participant, "addParticipant");
+          const refused = orchestratedValueRefusal({ op: "o_add", participant }, encodedBytes);
+          if (refused) throw refusalError(refused);
           await call("o_add", { name, participant: participant as Args<"o_add">["participant"] });
         },
         async execute() {
@@ -581,6 +595,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
     },
 
     async get<T>(key: string) {
+      checkKey("dtx.get", key);
       const r = await call("get", { key });
       return r.found ? (r.value as T) : undefined;
     },
@@ -637,13 +652,13 @@ function reasonOf(err: unknown): string {
   return String(err instanceof Error ? err.message : err).slice(0, reasonLengthMax);
 }
 
-/** Whether a write set encodes within `max` bytes (stops counting once over). */
-function encodedSizeAtMost(writes: [string, unknown, boolean][], max: number): boolean {
-  let total = 0;
-  for (const [k, v] of writes) {
-    const size = typeof v === "string" ? v.length * 3 : v instanceof Uint8Array ? v.length : v === null || typeof v !== "object" ? 9 : encodeBody(v).length;
-    total += k.length * 3 + size + 8;
-    if (total > max) return false;
-  }
-  return true;
+const encodedBytes = (v: unknown) => encodeBody(v).length;
+
+function checkKey(call: string, key: unknown): void {
+  const bad = keyProblem(key);
+  if (bad) throw new ProtocolError("BAD_REQUEST", `${callLabel(call, key)}: ${bad}`);
+}
+
+function refusalError(r: Refusal): ProtocolError {
+  return new ProtocolError(r.code, r.message);
 }

@@ -6,7 +6,9 @@ import type { Logger } from "pino";
 import { limits, PROTOCOL_VERSION, timing } from "../src/limits.ts";
 import { ErrorCode, type WireError, wireError } from "../src/protocol/errors.ts";
 import { encodeBody, encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
-import { type ClientRequest, describeZodError, parseClientRequest } from "../src/protocol/messages.ts";
+import { type ClientRequest, describeKeyIssue, describeZodError, parseClientRequest } from "../src/protocol/messages.ts";
+import { orchestratedValueRefusal } from "../src/protocol/orchestration.ts";
+import { checkWrite, type Refusal } from "../src/protocol/value.ts";
 import type { ClientInput, ReplyBody } from "../src/txn/types.ts";
 
 interface ConnState {
@@ -112,7 +114,7 @@ export class ClientServer {
     }
     const parsed = parseClientRequest(body);
     if (!parsed.success) {
-      return this.write(s, { id, ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeZodError(parsed.error)) });
+      return this.write(s, { id, ok: false, error: wireError(ErrorCode.BAD_REQUEST, describeKeyIssue(body, parsed.error) ?? describeZodError(parsed.error)) });
     }
     const req = parsed.data;
     if (req.op === "hello") {
@@ -129,9 +131,8 @@ export class ClientServer {
       return this.write(s, { id, ok: true, service: req.service });
     }
     if (refusal) return this.write(s, { id, ok: false, error: refusal });
-    if (bytes > limits.valueBytesMax && valueOverLimit(req)) {
-      return this.write(s, { id, ok: false, error: wireError(ErrorCode.LIMIT_EXCEEDED, `value is over valueBytesMax (${limits.valueBytesMax} bytes)`) });
-    }
+    const refusedValue = valueRefusal(req, bytes);
+    if (refusedValue) return this.write(s, { id, ok: false, error: wireError(ErrorCode[refusedValue.code], refusedValue.message) });
     try {
       this.hooks.request(s.data.id, req as ClientInput);
     } catch (err) {
@@ -184,10 +185,32 @@ export class ClientServer {
   }
 }
 
-/** Only asked of a frame bigger than valueBytesMax: does one of its values exceed it? */
-function valueOverLimit(req: ClientRequest): boolean {
-  const over = (v: unknown) => encodeBody(v).length > limits.valueBytesMax;
-  if (req.op === "put") return over(req.value);
-  if (req.op === "prepare" || req.op === "end") return (req.writes ?? []).some(([, v]) => over(v));
-  return false;
+const encodedSize = (v: unknown) => encodeBody(v).length;
+
+/**
+ * The first value of the request that cannot be stored exactly or is over valueBytesMax (value.ts, the
+ * rule the client applies at tx.put), named by its key: clients in other languages may send anything.
+ */
+function valueRefusal(req: ClientRequest, frameBytes: number): Refusal | undefined {
+  // A value is no bigger than the frame it came in (give or take the widths of its headers): measure it
+  // exactly only when the frame is over the limit.
+  const encodedBytes = frameBytes <= limits.valueBytesMax ? () => frameBytes : encodedSize;
+  switch (req.op) {
+    case "put": {
+      const r = checkWrite("put", req.key, req.value, encodedBytes);
+      return typeof r === "number" ? undefined : r;
+    }
+    case "prepare":
+    case "end":
+      for (const [key, value, deleted] of req.writes ?? []) {
+        const r = checkWrite(deleted ? "delete" : "put", key, value, encodedBytes);
+        if (typeof r !== "number") return r;
+      }
+      return undefined;
+    case "o_create":
+    case "o_add":
+      return orchestratedValueRefusal(req, encodedBytes);
+    default:
+      return undefined;
+  }
 }

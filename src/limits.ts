@@ -3,6 +3,8 @@ export const limits = {
   frameBytesMax: 16 * 1024 * 1024,
   keyBytesMax: 512,
   valueBytesMax: 1024 * 1024,
+  /** Arrays and objects nested inside one another in a stored value (src/protocol/value.ts). */
+  valueDepthMax: 64,
   nameLengthMax: 64,
   inflightTxnsMax: 100_000,
   branchesPerTxnMax: 256,

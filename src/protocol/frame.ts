@@ -1,16 +1,18 @@
 // Wire frames: a 4-byte big-endian length, then one MessagePack body.
 import { Packr } from "msgpackr";
 import { limits } from "../limits.ts";
+import { valueCodec } from "./value.ts";
 
-// Records off: both ends speak plain maps, so any msgpack peer can talk to us.
-const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: "number" });
+// Records off: both ends speak plain maps, so any msgpack peer can talk to us. The options are the ones
+// every store of user values uses (value.ts), so a value reads back as it was written.
+const packr = new Packr(valueCodec);
 
 export function encodeBody(body: unknown): Uint8Array {
   return packr.pack(body);
 }
 
 export function decodeBody(bytes: Uint8Array): unknown {
-  return packr.unpack(bytes);
+  return packr.unpack(plain(bytes));
 }
 
 export function encodeFrame(body: unknown): Uint8Array {
@@ -39,7 +41,7 @@ export class FrameDecoder {
 
   push(chunk: Uint8Array): FrameEvent[] {
     if (this.broken) return [];
-    this.buf = this.buf.length === 0 ? chunk : concat(this.buf, chunk);
+    this.buf = this.buf.length === 0 ? plain(chunk) : concat(this.buf, chunk);
     const events: FrameEvent[] = [];
     let off = 0;
     while (this.buf.length - off >= 4) {
@@ -63,6 +65,11 @@ export class FrameDecoder {
     this.buf = off === this.buf.length ? new Uint8Array(0) : this.buf.slice(off);
     return events;
   }
+}
+
+/** The same bytes as a plain Uint8Array: bin decoded from a Buffer would come out as a Buffer. */
+function plain(bytes: Uint8Array): Uint8Array {
+  return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

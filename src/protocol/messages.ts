@@ -4,16 +4,18 @@ import { z } from "zod";
 import { limits } from "../limits.ts";
 import { sqlDbNamePattern } from "./sql-branch.ts";
 import { participantSpec } from "./orchestration.ts";
+import { callLabel, keyProblem } from "./value.ts";
 
 export const txnName = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "name must match ^[A-Za-z0-9_.:-]{1,64}$");
 export const sidecarId = z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "sidecar id must match ^[A-Za-z0-9_.-]{1,32}$");
 export const branchId = z.string().min(1).max(96);
-export const key = z
-  .string()
-  .min(1, "key must not be empty")
-  .refine((k) => Buffer.byteLength(k) <= limits.keyBytesMax, `key is longer than keyBytesMax (${limits.keyBytesMax} bytes)`);
+/** A store key: the rule is value.ts's keyProblem, the one the client applies. */
+export const key = z.string().superRefine((k, ctx) => {
+  const bad = keyProblem(k);
+  if (bad) ctx.addIssue({ code: "custom", message: bad });
+});
 const reqId = z.number().int().nonnegative();
 export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Za-z0-9_.-]{1,32}$ (a --db name configured on the sidecar)");
 
@@ -214,4 +216,26 @@ export function describeZodError(error: z.ZodError): string {
     return `${fields}: unknown field${issue.keys.length > 1 ? "s" : ""}; nothing reads ${issue.keys.length > 1 ? "them" : "it"}, so it is refused rather than ignored (check the spelling)`;
   }
   return `${at || "message"}: ${issue.message}`;
+}
+
+/**
+ * A bad key of get/put/delete or of a write in prepare/end, in the user's terms (`tx.put("k"): the key …`)
+ * rather than zod's path (writes.0.0); undefined for any other issue, and when a field is unknown (that
+ * comes first, as describeZodError says).
+ */
+export function describeKeyIssue(body: unknown, error: z.ZodError): string | undefined {
+  if (error.issues.some((i) => i.code === "unrecognized_keys")) return undefined;
+  const [first, index, field] = error.issues[0]?.path ?? [];
+  const b = body as { op?: unknown; name?: unknown; key?: unknown; writes?: unknown };
+  let call: string;
+  let k: unknown;
+  if (first === "key" && (b.op === "put" || b.op === "delete" || b.op === "get")) {
+    call = b.op === "get" && b.name === undefined ? "dtx.get" : `tx.${b.op}`;
+    k = b.key;
+  } else if (first === "writes" && typeof index === "number" && field === 0 && Array.isArray(b.writes) && Array.isArray(b.writes[index])) {
+    const w = b.writes[index] as unknown[];
+    call = w[2] === true ? "tx.delete" : "tx.put";
+    k = w[0];
+  } else return undefined;
+  return `${callLabel(call, k)}: ${keyProblem(k) ?? error.issues[0].message}`;
 }

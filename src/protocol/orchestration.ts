@@ -1,6 +1,7 @@
 // Schemas of the orchestrated API (createTransaction / addParticipant /
 // execute) and of service callbacks (dtx.register).
 import { z } from "zod";
+import { checkValue, keyProblem, keyText, type Refusal } from "./value.ts";
 
 export const retryPolicy = z.strictObject({
   /** Calls of one operation before it gives up. */
@@ -38,3 +39,31 @@ export const storePayload = z.strictObject({
   put: z.record(z.string(), z.unknown()).optional(),
   delete: z.array(z.string()).optional(),
 });
+
+/**
+ * Why createTransaction's context or a participant's payload cannot be logged exactly (value.ts), or
+ * undefined; a store: payload's keys must be store keys. The client asks before sending, the sidecar again.
+ */
+export function orchestratedValueRefusal(
+  req: { op: "o_create"; name: string; context?: unknown } | { op: "o_add"; participant: { participantId: string; endpoint: string; payload?: unknown } },
+  encodedBytes: (v: unknown) => number,
+): Refusal | undefined {
+  if (req.op === "o_create") {
+    if (req.context === undefined) return undefined;
+    const r = checkValue(req.context, () => `createTransaction(${JSON.stringify(req.name)})`, encodedBytes, "context");
+    return typeof r === "number" ? undefined : r;
+  }
+  const { participantId, endpoint, payload } = req.participant;
+  if (payload === undefined) return undefined;
+  const what = () => `addParticipant(${JSON.stringify(participantId)})`;
+  const r = checkValue(payload, what, encodedBytes, "payload");
+  if (typeof r !== "number") return r;
+  if (endpoint !== "store:" || typeof payload !== "object" || payload === null) return undefined;
+  const { put, delete: deletes } = payload as { put?: unknown; delete?: unknown };
+  const keys = [...(put && typeof put === "object" ? Object.keys(put) : []), ...(Array.isArray(deletes) ? deletes : [])];
+  for (const k of keys) {
+    const bad = keyProblem(k);
+    if (bad) return { code: "BAD_REQUEST", message: `${what()}: store payload key ${keyText(k)}: ${bad}` };
+  }
+  return undefined;
+}

@@ -14,9 +14,11 @@
 import { closeSync, fdatasync, fdatasyncSync, fsyncSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { Packr } from "msgpackr";
+import { valueCodec } from "../protocol/value.ts";
 import type { LogRecord } from "./records.ts";
 
-const packr = new Packr({ useRecords: false });
+// The wire's codec options: records carry the values clients wrote, and they must read back the same.
+const packr = new Packr(valueCodec);
 const headerBytes = 8;
 /** Start a new file once the current one holds this much; the old one goes when LMDB has caught up. */
 export const journalFileBytesMax = 8 * 1024 * 1024;

@@ -17,6 +17,7 @@ import { mkdirSync } from "node:fs";
 import { open, type Database, type RootDatabase } from "lmdb";
 import type { TxnState } from "../protocol/messages.ts";
 import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { valueCodec } from "../protocol/value.ts";
 import { Journal, removeJournalFiles } from "./journal.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
@@ -104,9 +105,11 @@ export class LmdbWal implements Wal {
   constructor(path: string, opts: { journalFileBytesMax?: number } = {}) {
     mkdirSync(path, { recursive: true });
     this.env = open({ path, compression: false, maxDbs: 8, overlappingSync: false });
-    // Plain MessagePack maps (no shared record structures): half the encoding cost on every put.
-    this.index = this.env.openDB<Summary, string>({ name: "index", encoder: { useRecords: false } } as never);
-    this.kv = this.env.openDB<StoredKv, string>({ name: "kv", encoder: { useRecords: false } } as never);
+    // The wire's codec options (value.ts), so a stored value reads back as it was written; they keep
+    // plain MessagePack maps (no shared record structures): half the encoding cost on every put. Data
+    // written before BigInt support reads the same: it never held int64.
+    this.index = this.env.openDB<Summary, string>({ name: "index", encoder: { ...valueCodec } } as never);
+    this.kv = this.env.openDB<StoredKv, string>({ name: "kv", encoder: { ...valueCodec } } as never);
     this.meta = this.env.openDB<number, string>({ name: "meta" });
     this.version = this.meta.get("kvVersion") ?? 0;
     this.seq = this.replayJournal(path);

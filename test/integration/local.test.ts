@@ -49,18 +49,34 @@ describe("local distributed transactions", () => {
     expect(await dtx.get("ryw/b")).toBe("b");
   });
 
-  test("a buffered write the sidecar refuses fails the transaction with its code and leaves nothing active", async () => {
+  test("a write refused at tx.put that the callback lets throw rolls the transaction back with its code", async () => {
     const err = await dtx
       .beginDistributed("too-big-1", async (tx) => {
         await tx.get("small"); // begun before its prepare: the refusal must roll it back
         await tx.put("small", 1);
-        await tx.put("big", "x".repeat(2 * 1024 * 1024)); // over valueBytesMax: refused when the writes travel with prepare
+        await tx.put("big", "x".repeat(2 * 1024 * 1024)); // over valueBytesMax: refused by tx.put itself
       })
       .catch((e) => e);
     expect(err).toBeInstanceOf(ProtocolError);
     expect(err.code).toBe("LIMIT_EXCEEDED");
     expect((await dtx.status("too-big-1")).state).toBe("rolled_back");
     expect(await dtx.get("small")).toBeUndefined();
+  });
+
+  test("a value changed after tx.put is checked again when the callback ends: grown past valueBytesMax, it fails the transaction naming its key", async () => {
+    const err = await dtx
+      .beginDistributed("too-big-2", async (tx) => {
+        await tx.get("small2"); // begun before its prepare: the refusal must roll it back
+        const doc = { body: "" };
+        await tx.put("doc", doc);
+        doc.body = "x".repeat(2 * 1024 * 1024); // values are read when the writes leave, at the end of the callback
+      })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("LIMIT_EXCEEDED");
+    expect(err.message).toStartWith('tx.put("doc"): value is ');
+    expect(err.message).toEndWith("(the value changed after tx.put: it is read again when the callback ends)");
+    expect((await dtx.status("too-big-2")).state).toBe("rolled_back");
   });
 
   test("a write set too big for one frame goes ahead as single writes and commits whole", async () => {

@@ -169,7 +169,8 @@ describe("client wire", () => {
   });
 
   test("writes larger than the socket buffer are finished on drain, intact and in order", async () => {
-    const sizes = [6, 1, 4, 0, 3].map((mib) => mib * 1024 * 1024 + 7);
+    // Each under valueBytesMax, together over half a frame: they go as single puts, many MiB in one socket write.
+    const sizes = [1023, 1, 1023, 0, 1023, 1023, 1023, 1023, 1023, 1023, 1023].map((kib) => kib * 1024 + 7);
     const fake = fakeSidecar((req, reply) => {
       if (req.op === "begin") reply(ok(req, { name: req.name, branch: "A:1", context: "tok", protocol: "2pc" }));
       if (req.op === "put") reply(ok(req));
@@ -396,6 +397,22 @@ describe("client transactions", () => {
     expect(err).toBeInstanceOf(TransactionConflictError);
     expect(err.retryable).toBe(true);
     expect(err.participant).toBe("A/store");
+  });
+
+  test("a write the sidecar refuses at prepare (LIMIT_EXCEEDED) rejects with its error and rolls the begun branch back", async () => {
+    const fake = txnSidecar((req) => fail(req, "LIMIT_EXCEEDED", 'tx.put("k"): value is 2000000 bytes in MessagePack, over valueBytesMax (1048576 bytes)'));
+    const dtx = await client(fake.path);
+    let branch = "";
+    const err = await dtx
+      .beginDistributed("order-49", async (tx) => {
+        branch = tx.branch;
+        await tx.get("stock/A");
+        await tx.put("k", 1);
+      })
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: "LIMIT_EXCEEDED", message: expect.stringContaining('tx.put("k")') });
+    await fake.received("rollback");
+    expect(fake.requests.find((r) => r.op === "rollback")).toMatchObject({ name: "order-49", branch });
   });
 
   test("a context token read after the callback returned begins nothing", async () => {
