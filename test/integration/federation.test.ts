@@ -336,9 +336,10 @@ describe("peer authentication", () => {
     await prepareAcross("fed-strict-1", "auth/a4", "auth/b4", 4);
     const branch = await branchOn("fed-strict-1", "B");
     const raw = await RawPeer.open(B.port);
-    await raw.authenticate("A", secret);
+    // As X, not A: a second link in A's name would race A's own. Without the strict check B would apply this.
+    await raw.authenticate("X", secret);
     await raw.next("welcome");
-    raw.send({ t: "decision", name: "fed-strict-1", branch, from: "A", outcome: "commit", force: true });
+    raw.send({ t: "decision", name: "fed-strict-1", branch, from: "X", outcome: "commit", force: true });
     const error = await raw.next("error");
     expect(error).toMatchObject({ t: "error", code: "BAD_REQUEST" });
     expect(String(error.message)).toContain("force: unknown field");
