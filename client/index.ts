@@ -399,6 +399,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       if (!running) throw closed(o);
       const checked = checkWrite(o, key, value, encodedBytes);
       if (typeof checked !== "number") throw refusalError(checked);
+      if (!writes.has(key) && writes.size >= limits.opsPerBranchMax) {
+        throw new ProtocolError("LIMIT_EXCEEDED", `tx.${o}(${JSON.stringify(key.slice(0, 64))}): more than opsPerBranchMax (${limits.opsPerBranchMax}) keys written in one branch`);
+      }
       writes.delete(key); // keep the order of last writes
       writes.set(key, [value, o === "delete"]);
     };

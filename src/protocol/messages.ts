@@ -39,7 +39,8 @@ export const txnState = z.enum([
 export type TxnState = z.infer<typeof txnState>;
 
 /** Writes the client buffered during a callback, sent with prepare/end: [key, value, deleted]. */
-const branchWrites = z.array(z.tuple([key, z.unknown(), z.boolean()])).max(limits.opsPerBranchMax);
+// No count here: frameBytesMax bounds it, and the engine refuses more than opsPerBranchMax with LIMIT_EXCEEDED, as the README says.
+const branchWrites = z.array(z.tuple([key, z.unknown(), z.boolean()]));
 
 /**
  * What begin takes besides the name. `branch` (on begin and prepare) is an id the client chose for

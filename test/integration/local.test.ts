@@ -1,7 +1,10 @@
 // One real sidecar process, real clients over the real Unix socket.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Client, connect, NameInUseError, NotFoundError, ProtocolError, TransactionAbortedError, TransactionConflictError } from "../../client/index.ts";
+import { limits } from "../../src/limits.ts";
+import { encodeFrame } from "../../src/protocol/frame.ts";
 import { beginAndHang } from "../helpers/hanging.ts";
+import { rawExchange } from "../helpers/raw-socket.ts";
 import { SidecarProcess, waitFor } from "../helpers/sidecar-process.ts";
 
 let sc: SidecarProcess;
@@ -86,6 +89,23 @@ describe("local distributed transactions", () => {
     });
     await dtx.commitDistributed("many-big-1");
     for (let i = 0; i < 12; i++) expect(((await dtx.get(`big/${i}`)) as string).startsWith(`${i}:`)).toBe(true);
+  });
+
+  test("more than 100,000 keys in one branch: the client refuses the next tx.put, and the sidecar a write set over it, with LIMIT_EXCEEDED", async () => {
+    const refused = await dtx
+      .beginDistributed("ops-max-1", async (tx) => {
+        for (let i = 0; i < limits.opsPerBranchMax; i++) await tx.put(`ops/${i}`, i);
+        await tx.put(`ops/${limits.opsPerBranchMax}`, 0);
+      })
+      .catch((e) => e);
+    expect(refused).toBeInstanceOf(ProtocolError);
+    expect(refused.code).toBe("LIMIT_EXCEEDED");
+    expect(refused.message).toContain("opsPerBranchMax");
+    const writes = Array.from({ length: limits.opsPerBranchMax + 1 }, (_, i) => [`ops/${i}`, i, false]);
+    const r = await rawExchange(sc.socket, encodeFrame({ id: 1, op: "prepare", name: "ops-max-2", writes, begin: { elapsedMs: 0 } }), { timeoutMs: 10_000 });
+    expect(r.replies[0]).toMatchObject({ id: 1, ok: false, error: { code: "LIMIT_EXCEEDED" } });
+    expect((await dtx.status("ops-max-2")).state).toBe("rolled_back");
+    expect(await dtx.get("ops/0")).toBeUndefined();
   });
 
   test("a callback that throws rolls back and rejects with the callback's error", async () => {
