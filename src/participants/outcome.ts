@@ -4,4 +4,9 @@ export interface CallOutcome {
   outcome: "ok" | "fail" | "retry";
   result?: unknown;
   error?: string;
+  /**
+   * false: the call provably never reached the participant (connection refused, no such host, the service
+   * is not connected), so it applied nothing. Absent: it may have (a timeout, a reset, a lost answer).
+   */
+  reached?: false;
 }

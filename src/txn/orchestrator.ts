@@ -1,27 +1,27 @@
 // Orchestrated transactions (the seed's DistributedTransactionManagerNode):
 // createTransaction → addParticipant → execute, which picks 2PC or Saga and
 // drives every participant to the end. Pure: calls to participants are
-// effects, their results come back as inputs, time is handed in.
-//
-// 2PC: prepare all → every vote yes → commit all (decision logged first);
-//      any no → rollback all that may have prepared.
-// Saga: execute steps in order; a step that fails → compensate the steps
-//      that ran, newest first, one at a time.
+// effects, their results come back as inputs, time is handed in. What to do
+// next is read from the log (orchestration-plan.ts); this file carries it out:
+// calls with retries, the records, the decision and the end.
 // Every finished operation is logged (o.step) before anything depends on it,
 // so a restarted sidecar resumes where it was and never repeats a finished
 // operation; retries reuse the operation's idempotency key.
+import type { CallOutcome } from "../participants/outcome.ts";
 import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
 import type { TxnState } from "../protocol/messages.ts";
 import { type ParticipantSpec, type RetryPolicy, retryPolicy, storePayload } from "../protocol/orchestration.ts";
 import type { LockTable } from "../store/locks.ts";
-import type { OrchestrationRecord, OrchestrationSummary, StepDone, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
+import type { OrchestrationRecord, OrchestrationSummary, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
 import type { Protocol, Write } from "../wal/records.ts";
 import { isTerminal } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
+import { planSaga, planTwoPhase } from "./orchestration-plan.ts";
+import { type Inflight, type Orch, isStore, orchestrationDefaults, orchFromSummary, resultOf, statusOf } from "./orchestration-state.ts";
 import { type Requirements, selectProtocol } from "./select.ts";
 import type { ParticipantCall, ReplyTo } from "./types.ts";
 
-export const orchestrationDefaults = { timeoutMs: 300_000 };
+export { orchestrationDefaults } from "./orchestration-state.ts";
 
 export interface OrchestratorHost {
   readonly reader: WalReader;
@@ -35,48 +35,9 @@ export interface OrchestratorHost {
   nextVersion(): number;
 }
 
-interface Inflight {
-  op: StepOp;
-  callId: number;
-  attempts: number;
-  firstAt: number;
-  nextAt: number;
-  outstanding: boolean;
-  lastError?: string;
-}
-
-export interface Orch {
-  name: string;
-  state: TxnState;
-  choice: "auto" | Protocol;
-  protocol?: Protocol;
-  requirements: Requirements;
-  context?: unknown;
-  timeoutMs: number;
-  createdAt: number;
-  deadline: number;
-  specs: ParticipantSpec[];
-  done: StepDone[][];
-  before: Record<number, Write[]>;
-  decision?: "commit" | "rollback" | "compensate";
-  decidedAt?: number;
-  finishedAt?: number;
-  reason?: string;
-  inflight: Map<number, Inflight>;
-  waiters: ReplyTo[];
-  /** o.begin is logged: from here on the protocol is fixed and the transaction is recovered. */
-  executed: boolean;
-}
-
 type CreateReq = { name: string; protocol?: "auto" | Protocol; consistency?: Requirements["consistency"]; availability?: Requirements["availability"]; timeoutMs?: number; context?: unknown };
 
-const isStore = (s: ParticipantSpec) => s.endpoint === "store:";
 const policyOf = (s: ParticipantSpec): RetryPolicy => retryPolicy.parse(s.retryPolicy ?? {});
-const last = (o: Orch, i: number, op: StepOp) => {
-  const d = o.done[i];
-  for (let k = d.length - 1; k >= 0; k--) if (d[k].op === op) return d[k];
-  return undefined;
-};
 
 export class Orchestrator {
   readonly orchs = new Map<string, Orch>();
@@ -87,14 +48,17 @@ export class Orchestrator {
     private readonly nodeId: string,
   ) {}
 
-  /** True when this name is taken by an orchestration that has not finished. */
+  /** True when this name is taken by an orchestration that has not finished: `failed` holds it until resolved. */
   active(name: string): boolean {
-    // Unfinished orchestrations are all in memory (recovery loads them).
+    // Unfinished orchestrations, failed ones included, are all in memory (recovery loads them).
     const o = this.orchs.get(name);
-    return !!o && !isTerminal(o.state) && o.state !== "failed";
+    return !!o && !isTerminal(o.state);
   }
 
   create(req: CreateReq, from: ReplyTo, now: number) {
+    if (this.active(req.name)) {
+      return this.host.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${this.orchs.get(req.name)?.state}; a name stays taken until its transaction is final (a failed one until dtx resolve closes it)`));
+    }
     const timeoutMs = req.timeoutMs ?? orchestrationDefaults.timeoutMs;
     this.orchs.set(req.name, {
       name: req.name,
@@ -111,6 +75,7 @@ export class Orchestrator {
       inflight: new Map(),
       waiters: [],
       executed: false,
+      calledBefore: new Set(),
     });
     this.host.ok(from, { name: req.name, state: "active" });
   }
@@ -131,7 +96,7 @@ export class Orchestrator {
   execute(name: string, from: ReplyTo, now: number) {
     const o = this.orchs.get(name) ?? this.fromSummary(name, now);
     if (!o) return this.host.fail(from, wireError(ErrorCode.NOT_FOUND, `no orchestrated transaction "${name}" on sidecar ${this.nodeId}`));
-    if (isTerminal(o.state) || o.state === "failed") return this.host.ok(from, this.result(o));
+    if (isTerminal(o.state) || o.state === "failed") return this.host.ok(from, resultOf(o));
     o.waiters.push(from);
     if (o.executed) return;
     if (o.specs.length === 0) {
@@ -169,12 +134,12 @@ export class Orchestrator {
       o.state = "rolled_back";
       o.reason = reason;
       o.finishedAt = now;
-      return this.host.ok(from, this.result(o));
+      return this.host.ok(from, resultOf(o));
     }
     if (o.decision === "commit") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" decided to commit; a decision is never changed`));
     if (isTerminal(o.state) || o.state === "failed") {
       if (o.state === "committed") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed`));
-      return this.host.ok(from, this.result(o));
+      return this.host.ok(from, resultOf(o));
     }
     o.waiters.push(from);
     if (!o.decision) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", reason, now);
@@ -192,7 +157,7 @@ export class Orchestrator {
       return true;
     }
     if (isTerminal(o.state)) {
-      if (o.state === wants) this.host.ok(from, this.result(o));
+      if (o.state === wants) this.host.ok(from, resultOf(o));
       else this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${o.state}`));
       return true;
     }
@@ -201,17 +166,17 @@ export class Orchestrator {
       return true;
     }
     this.end(o, wants, `resolved by an operator (was failed: ${o.reason ?? "unknown"})`, now);
-    this.host.ok(from, this.result(o));
+    this.host.ok(from, resultOf(o));
     return true;
   }
 
-  onResult(r: { name: string; index: number; callId: number; outcome: "ok" | "fail" | "retry"; result?: unknown; error?: string }, now: number) {
+  onResult(r: CallOutcome & { name: string; index: number; callId: number }, now: number) {
     const o = this.orchs.get(r.name);
     const f = o?.inflight.get(r.index);
     // A duplicate, late or stale result (the barrier of this side): ignore it.
     if (!o || !f || f.callId !== r.callId || !f.outstanding) return;
     f.outstanding = false;
-    this.settle(o, r.index, f, r.outcome, r.result, r.error, now);
+    this.settle(o, r.index, f, r, now);
     this.drive(o, now);
   }
 
@@ -249,14 +214,14 @@ export class Orchestrator {
 
   status(name: string): Record<string, unknown> | undefined {
     const o = this.orchs.get(name);
-    if (o) return this.statusOf(o);
+    if (o) return statusOf(o, this.nodeId);
     const s = this.summary(name);
-    return s ? this.statusOf(this.orchFromSummary(s, 0)) : undefined;
+    return s ? statusOf(orchFromSummary(s, 0), this.nodeId) : undefined;
   }
 
   list(state: TxnState | undefined): Record<string, unknown>[] {
     const out: Record<string, unknown>[] = [];
-    for (const o of this.orchs.values()) if (o.executed && (!state || o.state === state)) out.push(this.statusOf(o));
+    for (const o of this.orchs.values()) if (o.executed && (!state || o.state === state)) out.push(statusOf(o, this.nodeId));
     return out;
   }
 
@@ -269,60 +234,23 @@ export class Orchestrator {
     }
   }
 
-  /** One pass: start what is due. Returns true if a store step finished inline. */
+  /** One pass: start what is due. Returns true if something finished inline (a store step, a decision). */
   private advance(o: Orch, now: number): boolean {
     if (isTerminal(o.state) || o.state === "failed") return false;
-    const n = o.specs.length;
-    if (o.protocol === "2pc") {
-      if (!o.decision) {
-        if (o.done.some((_, i) => last(o, i, "prepare")?.outcome === "no")) {
-          const i = o.done.findIndex((_, k) => last(o, k, "prepare")?.outcome === "no");
-          this.decide(o, "rollback", `${o.specs[i].participantId} voted abort${last(o, i, "prepare")?.error ? `: ${last(o, i, "prepare")?.error}` : ""}`, now);
-          return true;
-        }
-        if (o.done.every((_, i) => last(o, i, "prepare")?.outcome === "ok")) {
-          this.decide(o, "commit", undefined, now);
-          return true;
-        }
+    const plan = o.protocol === "2pc" ? planTwoPhase(o) : planSaga(o);
+    switch (plan.k) {
+      case "decide":
+        this.decide(o, plan.outcome, plan.reason, now);
+        return true;
+      case "end":
+        this.end(o, plan.state, plan.reason, now);
+        return false;
+      case "call": {
         let moved = false;
-        for (let i = 0; i < n; i++) if (!last(o, i, "prepare")) moved = this.want(o, i, "prepare", now) || moved;
+        for (const i of plan.indexes) moved = this.want(o, i, plan.op, now) || moved;
         return moved;
       }
-      const op = o.decision === "commit" ? "commit" : "abort";
-      const todo = [...o.specs.keys()].filter((i) => !last(o, i, op) && !(op === "abort" && last(o, i, "prepare")?.outcome === "no"));
-      if (todo.length === 0) {
-        this.end(o, o.decision === "commit" ? "committed" : "rolled_back", o.reason, now);
-        return false;
-      }
-      let moved = false;
-      for (const i of todo) moved = this.want(o, i, op, now) || moved;
-      return moved;
     }
-    // Saga
-    if (!o.decision) {
-      const i = o.done.findIndex((_, k) => last(o, k, "execute")?.outcome !== "ok");
-      if (i < 0) {
-        this.end(o, "committed", undefined, now);
-        return false;
-      }
-      const d = last(o, i, "execute");
-      if (d && (d.outcome === "failed" || d.outcome === "maybe")) {
-        this.decide(o, "compensate", `${o.specs[i].participantId} failed${d.error ? `: ${d.error}` : ""}`, now);
-        return true;
-      }
-      return this.want(o, i, "execute", now);
-    }
-    // Compensate newest first, one at a time; an action that never ran needs nothing.
-    const current = o.done.findIndex((_, k) => last(o, k, "execute")?.outcome !== "ok");
-    for (let j = n - 1; j >= 0; j--) {
-      const ran = last(o, j, "execute")?.outcome;
-      if ((ran === "ok" || ran === "maybe") && !last(o, j, "compensate")) return this.want(o, j, "compensate", now);
-      // The step whose action was in flight when we decided may apply it, so compensate it too. Decided from the
-      // log, not from o.inflight: its compensation replaces that entry, and a restart forgets it (sim seeds 2, 4).
-      if (ran === undefined && j === current && !last(o, j, "compensate")) return this.want(o, j, "compensate", now);
-    }
-    this.end(o, "compensated", o.reason, now);
-    return false;
   }
 
   /** Make sure operation `op` on participant i is under way; returns true if it finished inline. */
@@ -333,7 +261,7 @@ export class Orchestrator {
       f = undefined;
     }
     if (!f) {
-      f = { op, callId: 0, attempts: 0, firstAt: now, nextAt: now, outstanding: false };
+      f = { op, callId: 0, attempts: 0, firstAt: now, nextAt: now, outstanding: false, reached: o.calledBefore.has(i) };
       o.inflight.set(i, f);
     }
     if (f.outstanding || now < f.nextAt) return false;
@@ -346,7 +274,7 @@ export class Orchestrator {
         o.inflight.delete(i);
         if (op === "execute") o.before[i] = r.extra!.before!;
         this.record(o, i, op, "ok", undefined, undefined, now, r.extra);
-      } else this.settle(o, i, f, r.outcome, undefined, r.error, now);
+      } else this.settle(o, i, f, { outcome: r.outcome, error: r.error, reached: false }, now); // nothing was written
       return true;
     }
     f.outstanding = true;
@@ -366,29 +294,35 @@ export class Orchestrator {
     return false;
   }
 
-  private settle(o: Orch, i: number, f: Inflight, outcome: "ok" | "fail" | "retry", result: unknown, error: string | undefined, now: number) {
+  private settle(o: Orch, i: number, f: Inflight, r: CallOutcome, now: number) {
     const op = f.op;
-    if (outcome === "ok") {
+    if (r.outcome === "ok") {
       o.inflight.delete(i);
-      return this.record(o, i, op, "ok", result, undefined, now);
+      return this.record(o, i, op, "ok", r.result, undefined, now);
     }
-    if (outcome === "fail" && (op === "prepare" || op === "execute")) {
+    if (r.outcome === "fail" && (op === "prepare" || op === "execute")) {
       o.inflight.delete(i);
-      return this.record(o, i, op, op === "prepare" ? "no" : "failed", undefined, error, now);
+      return this.record(o, i, op, op === "prepare" ? "no" : "failed", undefined, r.error, now);
     }
+    // Only a call that provably never left counts as not having reached the participant.
+    if (r.reached !== false) f.reached = true;
     const p = policyOf(o.specs[i]);
-    f.lastError = error;
+    f.lastError = r.error;
     if (f.attempts < p.attempts && now - f.firstAt < p.budgetMs) {
       const backoff = Math.min(p.maxBackoffMs, p.backoffMs * 2 ** (f.attempts - 1));
       f.nextAt = now + Math.floor(backoff / 2 + this.host.random() * (backoff / 2)); // equal jitter
       return;
     }
     o.inflight.delete(i);
-    const why = `${o.specs[i].participantId} ${op} gave up after ${f.attempts} attempts in ${now - f.firstAt} ms${error ? `: ${error}` : ""}`;
-    if (op === "prepare") return this.record(o, i, op, "no", undefined, why, now);
-    if (op === "execute") return this.record(o, i, op, "maybe", undefined, why, now);
-    // A commit, abort or compensation that cannot finish needs an operator.
-    this.end(o, "failed", why, now);
+    const who = o.specs[i].participantId;
+    const tried = `${f.attempts} attempts in ${now - f.firstAt} ms${r.error ? `: ${r.error}` : ""}`;
+    if (op === "prepare" || op === "execute") {
+      // A prepare or action that gave up may have applied (then it is aborted or compensated), unless none reached.
+      if (!f.reached) return this.record(o, i, op, "unreached", undefined, `${who} ${op} never reached the participant in ${tried}`, now);
+      return this.record(o, i, op, "maybe", undefined, `${who} ${op} gave up after ${tried}`, now);
+    }
+    // A commit, abort or compensation that cannot finish needs an operator; the others go on (see ending()).
+    this.record(o, i, op, "failed", undefined, `${who} ${op} gave up after ${tried}`, now);
   }
 
   private record(o: Orch, i: number, op: StepOp, outcome: StepOutcome, result: unknown, error: string | undefined, now: number, extra: Partial<Extract<OrchestrationRecord, { r: "o.step" }>> = {}) {
@@ -397,11 +331,25 @@ export class Orchestrator {
   }
 
   private decide(o: Orch, outcome: "commit" | "rollback" | "compensate", reason: string | undefined, now: number) {
+    if (outcome !== "commit") this.closeUnreached(o, now);
     o.decision = outcome;
     o.decidedAt = now;
     o.reason = reason;
     o.state = outcome === "commit" ? "committing" : outcome === "rollback" ? "rolling_back" : "compensating";
     this.host.persist({ r: "o.decision", name: o.name, outcome, reason, at: now });
+  }
+
+  /**
+   * At a rollback or compensate decision, a prepare or action waiting to be retried that no attempt could
+   * have reached is logged as never reached: it needs no abort or compensation, which would not reach either.
+   * One still in flight may yet arrive, and is undone like any other.
+   */
+  private closeUnreached(o: Orch, now: number) {
+    for (const [i, f] of o.inflight) {
+      if ((f.op !== "prepare" && f.op !== "execute") || f.outstanding || f.reached || f.attempts === 0) continue;
+      o.inflight.delete(i);
+      this.record(o, i, f.op, "unreached", undefined, `${o.specs[i].participantId} ${f.op} never reached the participant in ${f.attempts} attempts${f.lastError ? `: ${f.lastError}` : ""}`, now);
+    }
   }
 
   private end(o: Orch, state: TxnState, reason: string | undefined, now: number) {
@@ -410,7 +358,7 @@ export class Orchestrator {
     o.finishedAt = now;
     o.inflight.clear();
     this.host.persist({ r: "o.end", name: o.name, state, reason, at: now });
-    for (const w of o.waiters) this.host.ok(w, this.result(o));
+    for (const w of o.waiters) this.host.ok(w, resultOf(o));
     o.waiters = [];
   }
 
@@ -444,77 +392,8 @@ export class Orchestrator {
   private fromSummary(name: string, now: number, given?: OrchestrationSummary): Orch | undefined {
     const s = given ?? this.summary(name);
     if (!s) return undefined;
-    const o = this.orchFromSummary(s, now);
+    const o = orchFromSummary(s, now);
     this.orchs.set(name, o);
     return o;
   }
-
-  private orchFromSummary(s: OrchestrationSummary, now: number): Orch {
-    return {
-      name: s.name,
-      state: s.state,
-      choice: s.protocol,
-      protocol: s.protocol,
-      requirements: s.requirements as Requirements,
-      context: s.context,
-      timeoutMs: orchestrationDefaults.timeoutMs,
-      createdAt: s.createdAt,
-      deadline: now + orchestrationDefaults.timeoutMs,
-      specs: s.participants,
-      done: s.done.map((d) => [...d]),
-      before: { ...s.before },
-      decision: s.decision,
-      decidedAt: s.decidedAt,
-      finishedAt: s.finishedAt,
-      reason: s.reason,
-      inflight: new Map(),
-      waiters: [],
-      executed: true,
-    };
-  }
-
-  private result(o: Orch) {
-    return {
-      name: o.name,
-      outcome: o.state,
-      protocol: o.protocol ?? null,
-      reason: o.reason ?? null,
-      participants: o.specs.map((s, i) => {
-        const d = o.done[i];
-        const lastDone = d[d.length - 1];
-        return {
-          participantId: s.participantId,
-          status: participantStatus(d),
-          result: [...d].reverse().find((x) => x.op === "execute" || x.op === "prepare")?.result ?? null,
-          error: lastDone?.error ?? o.inflight.get(i)?.lastError ?? null,
-        };
-      }),
-    };
-  }
-
-  private statusOf(o: Orch) {
-    return {
-      name: o.name,
-      state: o.state,
-      protocol: o.protocol ?? null,
-      kind: "orchestrated",
-      coordinator: this.nodeId,
-      participants: this.result(o).participants.map((p, i) => ({ ...p, endpoint: o.specs[i].endpoint, steps: o.done[i] })),
-      timestamps: { begun: o.createdAt, prepared: null, decided: o.decidedAt ?? null, finished: o.finishedAt ?? null },
-      error: o.reason ?? null,
-    };
-  }
-}
-
-function participantStatus(d: StepDone[]): string {
-  const x = d[d.length - 1];
-  if (!x) return "pending";
-  const names: Record<StepOp, Partial<Record<StepOutcome, string>>> = {
-    prepare: { ok: "prepared", no: "voted_abort" },
-    commit: { ok: "committed" },
-    abort: { ok: "aborted", noop: "aborted" },
-    execute: { ok: "executed", failed: "failed", maybe: "unknown" },
-    compensate: { ok: "compensated", noop: "compensated" },
-  };
-  return names[x.op][x.outcome] ?? `${x.op}:${x.outcome}`;
 }

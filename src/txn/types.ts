@@ -1,4 +1,5 @@
 // Inputs and effects of the pure transaction engine (DESIGN §2).
+import type { CallOutcome } from "../participants/outcome.ts";
 import type { WireError } from "../protocol/errors.ts";
 import type { ClientRequest, PeerMessage } from "../protocol/messages.ts";
 import type { OrchestrationSummary, StepOp } from "../wal/orchestration-records.ts";
@@ -20,7 +21,7 @@ export type Input =
   | { k: "disconnect"; conn: number; now: number }
   | { k: "recover"; coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations?: OrchestrationSummary[]; now: number }
   /** What a participant call (effect "call") came back with. */
-  | { k: "call_result"; name: string; index: number; callId: number; outcome: "ok" | "fail" | "retry"; result?: unknown; error?: string; now: number }
+  | ({ k: "call_result"; name: string; index: number; callId: number; now: number } & CallOutcome)
   /** Fed back by the runtime once a branch's final record is durable. */
   | { k: "applied"; name: string; branch: string; now: number }
   /** The runtime finished a branch's SQL work in every database (ok), or could not yet (a resent decision retries). */

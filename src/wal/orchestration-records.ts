@@ -9,11 +9,14 @@ import type { Protocol, Write } from "./records.ts";
 export type StepOp = "prepare" | "commit" | "abort" | "execute" | "compensate";
 
 /**
- * How an operation ended: ok; no (a prepare voted abort); failed (an action
- * failed for good); maybe (an action gave up retrying and may have applied,
- * so it is compensated too); noop (a compensation of an action that never ran).
+ * How an operation ended: ok; no (a prepare voted abort: it did not prepare);
+ * failed (an action failed for good, or a commit, abort or compensation gave
+ * up: an operator must look); maybe (a prepare or action gave up retrying and
+ * may have applied, so it is aborted or compensated too); unreached (a prepare
+ * or action none of whose calls could have reached the participant: not
+ * applied, nothing to undo); noop (a compensation of an action that never ran).
  */
-export type StepOutcome = "ok" | "no" | "failed" | "maybe" | "noop";
+export type StepOutcome = "ok" | "no" | "failed" | "maybe" | "unreached" | "noop";
 
 export interface StepDone {
   op: StepOp;
