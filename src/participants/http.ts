@@ -6,8 +6,19 @@
 // body) that is the same for every retry of one operation.
 // Timeouts, connection errors and 5xx are retried; for prepare and execute a
 // 4xx (other than 408/429) or {status: "failure"} is a definitive no.
+// A call that failed before any byte could leave (the connection was refused,
+// the host does not resolve or cannot be routed to) is marked reached: false;
+// a timeout or a reset after connecting may have delivered it, and is not.
 import type { ParticipantCall } from "../txn/types.ts";
 import type { CallOutcome } from "./outcome.ts";
+
+/** Error codes of fetch (Bun's and Node's spellings) that prove the request was never sent. */
+const neverSent = new Set(["ECONNREFUSED", "ConnectionRefused", "ENOTFOUND", "EAI_AGAIN", "EAI_NONAME", "FailedToOpenSocket", "ENETUNREACH", "EHOSTUNREACH", "EADDRNOTAVAIL"]);
+
+function errorCode(e: unknown): unknown {
+  const err = e as { code?: unknown; cause?: { code?: unknown } } | null;
+  return err?.code ?? err?.cause?.code;
+}
 
 export async function callHttp(call: ParticipantCall): Promise<CallOutcome> {
   const url = `${call.endpoint.replace(/\/+$/, "")}/${call.op}`;
@@ -28,7 +39,8 @@ export async function callHttp(call: ParticipantCall): Promise<CallOutcome> {
       signal: AbortSignal.timeout(call.timeoutMs),
     });
   } catch (e) {
-    return { outcome: "retry", error: `${url}: ${(e as Error).message}` };
+    const error = `${url}: ${(e as Error).message}`;
+    return neverSent.has(String(errorCode(e))) ? { outcome: "retry", error, reached: false } : { outcome: "retry", error };
   }
   const text = await res.text().catch(() => "");
   let json: Record<string, unknown> = {};

@@ -41,7 +41,18 @@ export type OrchestrationRecord =
   | { r: "o.decision"; name: string; outcome: "commit" | "rollback" | "compensate"; reason?: string; at: number }
   | { r: "o.end"; name: string; state: TxnState; reason?: string; at: number }
   // The barrier in front of a service callback, keyed by the call's idempotency key base.
-  | { r: "b.op"; key: string; op: StepOp; outcome: "ok" | "noop" | "refused"; result?: unknown; at: number };
+  | ({ r: "b.op"; key: string; op: StepOp; at: number } & BarrierOp);
+
+/**
+ * One operation at the barrier: sent (pushed to the service, no answer yet: it may have run); ok (with the
+ * handler's result); failed (a definitive no to an action or prepare); noop (an undo whose action never
+ * ran); refused (an action that arrived after its undo).
+ */
+export interface BarrierOp {
+  outcome: "sent" | "ok" | "failed" | "noop" | "refused";
+  result?: unknown;
+  error?: string;
+}
 
 export interface OrchestrationSummary {
   name: string;
@@ -65,7 +76,7 @@ export interface BarrierSummary {
   key: string;
   /** Terminal so that retention prunes it like a finished transaction. */
   state: "committed";
-  ops: Partial<Record<StepOp, { outcome: "ok" | "noop" | "refused"; result?: unknown }>>;
+  ops: Partial<Record<StepOp, BarrierOp>>;
   finishedAt: number;
 }
 
@@ -75,7 +86,7 @@ export const barrierKey = (key: string) => `b/${key}`;
 export function foldOrchestration(prev: OrchestrationSummary | BarrierSummary | undefined, rec: OrchestrationRecord): OrchestrationSummary | BarrierSummary {
   if (rec.r === "b.op") {
     const p = prev as BarrierSummary | undefined;
-    return { key: rec.key, state: "committed", ops: { ...(p?.ops ?? {}), [rec.op]: { outcome: rec.outcome, result: rec.result } }, finishedAt: rec.at };
+    return { key: rec.key, state: "committed", ops: { ...(p?.ops ?? {}), [rec.op]: { outcome: rec.outcome, result: rec.result, error: rec.error } }, finishedAt: rec.at };
   }
   if (rec.r === "o.begin") {
     return {
