@@ -113,3 +113,11 @@ export function duplicatingProxy(target: string): { url: string; stop(): void; f
   });
   return { url: `http://127.0.0.1:${server.port}/dup`, stop: () => server.stop(true), forwarded: () => forwarded };
 }
+
+/** An endpoint on a port nothing listens on: every connection is refused. */
+export function refusingEndpoint(): string {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return `http://127.0.0.1:${port}/refusing`;
+}

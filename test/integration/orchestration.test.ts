@@ -2,7 +2,7 @@
 // against real HTTP participant servers and a real sidecar process.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Client, connect } from "../../client/index.ts";
-import { duplicatingProxy, HttpParticipant } from "../helpers/http-participant.ts";
+import { duplicatingProxy, HttpParticipant, refusingEndpoint } from "../helpers/http-participant.ts";
 import { SidecarProcess, waitFor } from "../helpers/sidecar-process.ts";
 
 let sc: SidecarProcess;
@@ -23,6 +23,8 @@ function participant(id: string, behaviour = {}): HttpParticipant {
   return p;
 }
 const fast = { attempts: 100, backoffMs: 10, maxBackoffMs: 50, budgetMs: 20_000 };
+/** The dtx CLI against this test's sidecar. */
+const cli = (args: string[]) => Bun.spawnSync([process.execPath, "sidecar/cli.ts", ...args, "--socket", sc.socket]);
 
 describe("orchestrated 2PC over HTTP participants", () => {
   test("strong consistency picks 2PC; one participant votes abort → every participant is aborted", async () => {
@@ -53,6 +55,42 @@ describe("orchestrated 2PC over HTTP participants", () => {
     expect(r.outcome).toBe("committed");
     expect(flaky.appliedOps("commit")).toEqual(["commit:2pc-retry"]);
     expect(up.appliedOps("commit")).toEqual(["commit:2pc-retry"]);
+  });
+
+  test("a slow /prepare that times out on every attempt is sent /abort with the abort's idempotency key; nothing commits", async () => {
+    const pay = participant("pay2");
+    const slow = participant("slowprep", { hold: new Set(["prepare"]) });
+    const t = await dtx.createTransaction({ name: "2pc-slow", consistency: "immediate" });
+    await t.addParticipant({ participantId: "pay2", endpoint: pay.endpoint, retryPolicy: fast });
+    await t.addParticipant({ participantId: "slowprep", endpoint: slow.endpoint, retryPolicy: { attempts: 2, backoffMs: 10, maxBackoffMs: 20, budgetMs: 5_000, callTimeoutMs: 100 } });
+    const r = await t.execute();
+    expect(r.outcome).toBe("rolled_back");
+    expect(r.reason).toContain("slowprep prepare gave up after 2 attempts");
+    const aborts = slow.calls.filter((c) => c.op === "abort");
+    expect(aborts.map((c) => c.key)).toEqual(["2pc-slow/slowprep/abort"]);
+    expect(pay.appliedOps("abort")).toEqual(["abort:2pc-slow"]);
+    for (const p of [pay, slow]) expect(p.calls.filter((c) => c.op === "commit")).toEqual([]);
+    slow.release();
+  });
+
+  test("a commit that gives up on one participant does not stop the others; the transaction ends failed naming it", async () => {
+    const down = participant("cdown", { unavailable: new Set(["commit"]) });
+    const late = participant("clate", { hold: new Set(["commit"]) });
+    const t = await dtx.createTransaction({ name: "2pc-commit-gives-up", consistency: "immediate" });
+    await t.addParticipant({ participantId: "cdown", endpoint: down.endpoint, retryPolicy: { attempts: 3, backoffMs: 10, maxBackoffMs: 20, budgetMs: 5_000 } });
+    await t.addParticipant({ participantId: "clate", endpoint: late.endpoint, retryPolicy: fast });
+    const result = t.execute();
+    await down.until(() => down.calls.filter((c) => c.op === "commit").length === 3, 10_000, "three refused commits");
+    await waitFor(async () => ((await t.getStatus()).participants[0] as { status: string }).status === "commit_failed", 10_000, "cdown's commit to give up");
+    expect((await t.getStatus()).state).toBe("committing");
+    late.release();
+    const r = await result;
+    expect(r.outcome).toBe("failed");
+    expect(r.reason).toContain("cdown commit gave up after 3 attempts");
+    expect(r.reason).not.toContain("clate");
+    expect(late.appliedOps("commit")).toEqual(["commit:2pc-commit-gives-up"]);
+    expect(r.participants.map((p) => p.status)).toEqual(["commit_failed", "committed"]);
+    expect(cli(["resolve", "2pc-commit-gives-up", "--commit"]).exitCode).toBe(0); // the operator, after committing cdown by hand
   });
 
   test("immediate consistency with a participant that lacks 2PC fails with PROTOCOL_UNSUPPORTED before anything runs", async () => {
@@ -128,7 +166,6 @@ describe("Sagas", () => {
     expect(r.outcome).toBe("failed");
     expect(r.reason).toContain("gave up after 4 attempts");
     expect(a.calls.filter((c) => c.op === "compensate").length).toBe(4);
-    const cli = (args: string[]) => Bun.spawnSync([process.execPath, "sidecar/cli.ts", ...args, "--socket", sc.socket]);
     const listed = cli(["list", "--state", "failed", "--json"]);
     expect(listed.exitCode).toBe(0);
     expect(JSON.parse(listed.stdout.toString()).map((x: { name: string }) => x.name)).toContain("saga-stuck");
@@ -143,6 +180,60 @@ describe("Sagas", () => {
     const after = JSON.parse(cli(["list", "--state", "failed", "--json"]).stdout.toString()).map((x: { name: string }) => x.name);
     expect(after).not.toContain("saga-stuck");
     expect(await failedGauge()).toBe(0);
+  });
+});
+
+describe("Sagas whose steps give up or are never reached", () => {
+  const few = { attempts: 3, backoffMs: 10, maxBackoffMs: 20, budgetMs: 5_000, callTimeoutMs: 1_000 };
+
+  test("a compensation that gives up does not stop the others: the earlier steps are compensated and the Saga ends failed naming it", async () => {
+    const ps = [participant("go0"), participant("go1", { unavailable: new Set(["compensate"]) }), participant("go2", { failExecute: true })];
+    const t = await dtx.createTransaction({ name: "saga-goes-on", consistency: "eventual" });
+    for (const p of ps) await t.addParticipant({ participantId: p.id, endpoint: p.endpoint, retryPolicy: few });
+    const r = await t.execute();
+    expect(r.outcome).toBe("failed");
+    expect(r.reason).toContain("go1 compensate gave up after 3 attempts");
+    expect(ps[0].appliedOps("compensate")).toEqual(["compensate:saga-goes-on"]);
+    expect(r.participants.map((p) => p.status)).toEqual(["compensated", "compensation_failed", "failed"]);
+    expect(cli(["resolve", "saga-goes-on", "--rollback"]).exitCode).toBe(0);
+  });
+
+  const unreachable = [
+    ["refuses connections", refusingEndpoint],
+    ["has no DNS name", () => "http://dtx-participant.invalid/never"],
+    ["is a service not registered on the sidecar", () => "service:nobody-registered"],
+  ] as const;
+  for (const [k, [what, endpoint]] of unreachable.entries()) {
+    test(`a step whose participant ${what} was never reached: the earlier step is compensated and the Saga ends compensated, not failed`, async () => {
+      const first = participant(`nr-${k}`);
+      const name = `saga-unreached-${k}`;
+      const t = await dtx.createTransaction({ name, consistency: "eventual" });
+      await t.addParticipant({ participantId: "first", endpoint: first.endpoint, retryPolicy: few });
+      await t.addParticipant({ participantId: "gone", endpoint: endpoint(), retryPolicy: few });
+      const r = await t.execute();
+      expect(r.outcome).toBe("compensated");
+      expect(r.reason).toContain("gone execute never reached the participant in 3 attempts");
+      expect(first.appliedOps()).toEqual([`execute:${name}`, `compensate:${name}`]);
+      expect(r.participants.map((p) => p.status)).toEqual(["compensated", "not_reached"]);
+    });
+  }
+});
+
+describe("names stay taken while not final", () => {
+  test("a failed Saga's name gets NAME_IN_USE from createTransaction and beginDistributed until dtx resolve closes it, then is free", async () => {
+    const a = participant("nf0", { unavailable: new Set(["compensate"]) });
+    const b = participant("nf1", { failExecute: true });
+    const t = await dtx.createTransaction({ name: "held-name", consistency: "eventual" });
+    await t.addParticipant({ participantId: "nf0", endpoint: a.endpoint, retryPolicy: { attempts: 2, backoffMs: 10, maxBackoffMs: 20, budgetMs: 5_000 } });
+    await t.addParticipant({ participantId: "nf1", endpoint: b.endpoint });
+    expect((await t.execute()).outcome).toBe("failed");
+    expect((await dtx.createTransaction({ name: "held-name", consistency: "eventual" }).catch((e) => e)).code).toBe("NAME_IN_USE");
+    expect((await dtx.beginDistributed("held-name", (tx) => tx.put("held/k", 1)).catch((e) => e)).code).toBe("NAME_IN_USE");
+    expect((await dtx.status("held-name")).state).toBe("failed");
+    expect(cli(["resolve", "held-name", "--rollback"]).exitCode).toBe(0);
+    expect((await dtx.status("held-name")).state).toBe("compensated");
+    const again = await dtx.createTransaction({ name: "held-name", consistency: "eventual" });
+    expect(again.name).toBe("held-name");
   });
 });
 
@@ -184,6 +275,37 @@ describe("service callbacks and the built-in store", () => {
     const r = await t.execute();
     expect(r).toMatchObject({ outcome: "committed", protocol: "2pc" });
     expect(calls).toEqual(["prepare", "commit"]);
+    svc.close();
+  });
+
+  test("a service's prepare that outlives its timeouts is aborted after it froze the amount: the balance ends where it began, the abort ran once", async () => {
+    // DTM's TestTccBarrierDisorder: a Try that outlives its timeout must not leave the amount frozen.
+    const opening = 100;
+    const account = { available: opening, frozen: 0 };
+    const runs = { prepare: 0, abort: 0, commit: 0 };
+    const svc = await connect({ socket: sc.socket });
+    await svc.register("vault", {
+      prepare: async (c) => {
+        runs.prepare++;
+        // Slower than callTimeoutMs × attempts: it freezes only once the sidecar gave up on it and rolls back.
+        await waitFor(async () => (await dtx.status(c.name)).state === "rolling_back", 10_000, "the sidecar to give up on the prepare");
+        account.available -= 30;
+        account.frozen += 30;
+      },
+      commit: () => void runs.commit++,
+      abort: () => {
+        runs.abort++;
+        account.available += account.frozen;
+        account.frozen = 0;
+      },
+    });
+    const t = await dtx.createTransaction({ name: "tcc-slow-prepare", consistency: "immediate" });
+    await t.addParticipant({ participantId: "vault", endpoint: "service:vault", retryPolicy: { attempts: 3, backoffMs: 10, maxBackoffMs: 20, budgetMs: 10_000, callTimeoutMs: 300 } });
+    const r = await t.execute();
+    expect(r.outcome).toBe("rolled_back");
+    expect(r.reason).toContain("vault prepare gave up after 3 attempts");
+    expect(account).toEqual({ available: opening, frozen: 0 });
+    expect(runs).toEqual({ prepare: 1, abort: 1, commit: 0 });
     svc.close();
   });
 
