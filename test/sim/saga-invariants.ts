@@ -107,7 +107,19 @@ export class SagaChecker {
     if (before?.state === "failed" && s.state !== "failed" && !(s.state === "compensated" && (s.reason ?? "").startsWith("resolved by an operator"))) {
       this.fail("7", `saga ${name}: failed, then ${s.state} without the operator's resolve`);
     }
+    if (s.state === "failed" && before?.state !== "failed") this.wentOn(name, s);
     this.seen.set(name, { rank, state: s.state });
+  }
+
+  /** A Saga ends failed only once every step that ran (or may have) was compensated or given up on, and one was. */
+  private wentOn(name: string, s: OrchestrationSummary): void {
+    const current = s.done.findIndex((d) => !finished(d, "execute").length);
+    for (const [j, d] of s.done.entries()) {
+      const ran = d.findLast((x) => x.op === "execute")?.outcome;
+      const needs = ran === "ok" || ran === "maybe" || (ran === undefined && j === current);
+      if (needs && !d.some((x) => x.op === "compensate")) this.fail("7", `saga ${name} ended failed while step ${j}, which ran, was neither compensated nor given up on`);
+    }
+    if (!s.done.some((d) => d.some((x) => x.op === "compensate" && x.outcome === "failed"))) this.fail("7", `saga ${name} ended failed, but no compensation gave up`);
   }
 
   /** The client was told `state` (released after the flush, so the log holds it or a later state). */
@@ -143,6 +155,8 @@ export class SagaChecker {
       if (t.abortAck && s.state === "committed") this.fail("6", `${where}: its abort was acknowledged, yet it committed`);
       // Applied actions and compensations, per step, in the order the checks need.
       const comps: Array<{ i: number; seq: number }> = [];
+      // Compensations the orchestrator gave up on (the others went on): the operator's to settle.
+      const gaveUp = (i: number) => (s.done[i] ?? []).some((x) => x.op === "compensate" && x.outcome === "failed");
       for (const [i, step] of t.steps.entries()) {
         const d = s.done[i] ?? [];
         let executed: number;
@@ -156,12 +170,15 @@ export class SagaChecker {
           const p = this.sagas.ledgers.get(step.participantId)!;
           executed = p.executed;
           compensated = p.compensated;
-          if (compensated) comps.push({ i, seq: p.compensatedSeq ?? 0 });
+          // A compensation given up on may still land late: no order for it.
+          if (compensated && !gaveUp(i)) comps.push({ i, seq: p.compensatedSeq ?? 0 });
         }
         const what = `${where} ended ${s.state}${resolved ? " (resolved by the operator)" : ""}, but step ${i} (${step.store ? "store" : step.participantId})`;
         if (executed > 1 || compensated > 1) this.fail("7", `${what} applied its action ${executed} and its compensation ${compensated} times`);
         if (s.state === "committed" && (executed !== 1 || compensated)) this.fail("7", `${what} applied its action ${executed} times and its compensation ${compensated} times`);
-        if (s.state === "compensated" && !resolved && executed !== compensated) this.fail("7", `${what} applied its action ${executed} times and its compensation ${compensated} times`);
+        // Resolved or not, every step but one whose compensation gave up ends undone (compensation went on past it).
+        if (s.state === "compensated" && !(resolved && gaveUp(i)) && executed !== compensated) this.fail("7", `${what} applied its action ${executed} times and its compensation ${compensated} times`);
+        if (d.some((x) => x.op === "execute" && x.outcome === "unreached") && executed) this.fail("7", `${what}'s log holds its action as never reached, yet the participant applied it`);
         // The orchestrator's own log agrees: a compensated Saga logged the compensation of every step that ran.
         const ran = d.some((x) => x.op === "execute" && (x.outcome === "ok" || x.outcome === "maybe"));
         if (s.state === "compensated" && !resolved && ran && !d.some((x) => x.op === "compensate")) this.fail("7", `${what} ran, and its log holds no compensation`);
@@ -171,7 +188,7 @@ export class SagaChecker {
       for (let k = 1; k < comps.length; k++) {
         if (comps[k].seq < comps[k - 1].seq) this.fail("7", `${where}: step ${comps[k].i} was compensated before step ${comps[k - 1].i}`);
       }
-      if (s.state === "compensated" && !resolved) {
+      if (s.state === "compensated" && !t.steps.some((step, i) => step.store && gaveUp(i))) {
         for (const k of t.keys) {
           const e = store.kvGet(k);
           if (e) this.fail("7", `${where} was compensated, but the store of ${t.node} holds ${k} = ${JSON.stringify(e.value)} (its before-image is absent)`);

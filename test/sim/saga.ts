@@ -14,9 +14,14 @@
 // Faults on the participant side, drawn from the PRNG: definitive refusals,
 // retryable failures, lost requests and answers (the call times out), slow
 // answers, duplicated and late results (fed to the node again after the one
-// the runtime delivers), and participants whose compensations keep failing
+// the runtime delivers), participants whose compensations keep failing
 // while the faults last, so a short retry budget runs out and the Saga ends
-// "failed" until the simulated operator resolves it once the faults stop.
+// "failed" (after compensating the other steps) until the simulated operator
+// resolves it once the faults stop, and refused connections: a call that never
+// reaches the participant (reached: false), now and then or, for a participant
+// that goes down at some point while the faults last, every call from then on,
+// so its short budget runs out (with nothing applied, if it was down from the
+// first call).
 import { ErrorCode } from "../../src/protocol/errors.ts";
 import type { ParticipantSpec } from "../../src/protocol/orchestration.ts";
 import type { CallOutcome } from "../../src/participants/outcome.ts";
@@ -64,6 +69,10 @@ interface Behaviour {
   retryP: number;
   /** Compensations answer "retry" while the faults last. */
   stuckCompensate: boolean;
+  /** Chance that a call's connection is refused while the faults last (it never reaches the participant). */
+  downP: number;
+  /** From this time on, while the faults last, it refuses every connection (it went down). */
+  downAt?: number;
 }
 
 const isOk = (a: Answer): a is Extract<Answer, { ok: true }> => !("lost" in a) && a.ok;
@@ -116,11 +125,13 @@ export class Sagas {
         continue;
       }
       const stuck = rng.chance(0.08);
-      const behaviour: Behaviour = { refuse: rng.chance(0.12), retryP: rng.chance(0.5) ? rng.next() * 0.4 : 0, stuckCompensate: stuck };
+      const down = rng.chance(0.08);
+      const downAt = down ? this.sim.now + (rng.chance(0.5) ? 0 : rng.int(400)) : undefined;
+      const behaviour: Behaviour = { refuse: rng.chance(0.12), retryP: rng.chance(0.5) ? rng.next() * 0.4 : 0, stuckCompensate: stuck, downP: rng.chance(0.3) ? rng.next() * 0.5 : 0, downAt };
       this.ledgers.set(participantId, { name: s.name, participantId, behaviour, answers: new Map(), executed: 0, compensated: 0, nullCompensated: false, calls: 0 });
       s.steps.push({ participantId, store: false });
-      // Short policies so Sagas finish within a run; a stuck participant gets a budget it will exhaust.
-      const retryPolicy = stuck
+      // Short policies so Sagas finish within a run; a stuck or down participant gets a budget it will exhaust.
+      const retryPolicy = stuck || down
         ? { attempts: rng.range(2, 4), backoffMs: 5, maxBackoffMs: 20, budgetMs: rng.range(50, 200), callTimeoutMs: rng.range(20, 80) }
         : { attempts: rng.range(20, 60), backoffMs: rng.range(2, 10), maxBackoffMs: rng.range(20, 80), budgetMs: rng.range(1_500, 4_000), callTimeoutMs: rng.range(30, 150) };
       specs.push({ participantId, endpoint: `${simEndpoint}${participantId}`, supports2pc: rng.chance(0.5), supportsSaga: true, action: "do", compensationAction: "undo", payload: { step: i }, retryPolicy });
@@ -230,6 +241,13 @@ export class Sagas {
   }
 
   // ---- the simulated participants ------------------------------------------
+
+  /** Whether the connection of this call is refused: then it never reaches the participant. */
+  refuses(call: ParticipantCall): boolean {
+    const b = this.ledgers.get(call.participantId)?.behaviour;
+    if (!b || !this.sim.faultsOn) return false;
+    return (b.downAt !== undefined && this.sim.now >= b.downAt) || this.sim.rng.chance(b.downP);
+  }
 
   /** A request reaches participant `call.participantId`: apply it at most once per idempotency key, behind the barrier. */
   handle(call: ParticipantCall): CallOutcome {

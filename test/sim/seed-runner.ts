@@ -12,6 +12,7 @@ export interface RangeReport {
   committed: number;
   sagas: number;
   sagasResolved: number;
+  sagaStepsUnreached: number;
   crashes: number;
 }
 
@@ -20,7 +21,7 @@ const failuresKept = 20;
 const sliceSeeds = 200;
 
 export function runRange(from: number, count: number, opts: SimOptions = {}): RangeReport {
-  const report: RangeReport = { seeds: 0, failures: [], events: 0, txns: 0, committed: 0, sagas: 0, sagasResolved: 0, crashes: 0 };
+  const report: RangeReport = { seeds: 0, failures: [], events: 0, txns: 0, committed: 0, sagas: 0, sagasResolved: 0, sagaStepsUnreached: 0, crashes: 0 };
   for (let seed = from; seed < from + count; seed++) {
     const r = simulate(seed, opts);
     report.seeds++;
@@ -29,6 +30,7 @@ export function runRange(from: number, count: number, opts: SimOptions = {}): Ra
     report.committed += r.stats.committed;
     report.sagas += r.stats.sagas;
     report.sagasResolved += r.stats.sagasResolved;
+    report.sagaStepsUnreached += r.stats.sagaStepsUnreached;
     report.crashes += r.stats.crashes;
     if (r.violation) report.failures.push({ seed, message: r.violation.message });
   }
@@ -42,13 +44,14 @@ function merge(into: RangeReport, r: RangeReport): void {
   into.committed += r.committed;
   into.sagas += r.sagas;
   into.sagasResolved += r.sagasResolved;
+  into.sagaStepsUnreached += r.sagaStepsUnreached;
   into.crashes += r.crashes;
   into.failures.push(...r.failures);
 }
 
 /** Run seeds [from, from+count) on up to `threads` worker threads, handing out slices as workers free up. */
 export async function runRangeParallel(from: number, count: number, threads = Math.max(1, Math.min(availableParallelism(), 4))): Promise<RangeReport> {
-  const total: RangeReport = { seeds: 0, failures: [], events: 0, txns: 0, committed: 0, sagas: 0, sagasResolved: 0, crashes: 0 };
+  const total: RangeReport = { seeds: 0, failures: [], events: 0, txns: 0, committed: 0, sagas: 0, sagasResolved: 0, sagaStepsUnreached: 0, crashes: 0 };
   let next = from;
   const end = from + count;
   const worker = async () => {
@@ -76,5 +79,5 @@ export async function runRangeParallel(from: number, count: number, threads = Ma
 
 export function describeReport(r: RangeReport, ms: number): string {
   const rate = (r.seeds / ms) * 1000;
-  return `${r.seeds} seeds in ${(ms / 1000).toFixed(1)} s = ${rate.toFixed(0)} seeds/s; per seed ${(r.events / r.seeds).toFixed(0)} events, ${(r.txns / r.seeds).toFixed(1)} transactions (${(r.committed / r.seeds).toFixed(1)} committed), ${(r.sagas / r.seeds).toFixed(1)} Sagas (${(r.sagasResolved / r.seeds).toFixed(2)} failed and resolved), ${(r.crashes / r.seeds).toFixed(1)} crashes`;
+  return `${r.seeds} seeds in ${(ms / 1000).toFixed(1)} s = ${rate.toFixed(0)} seeds/s; per seed ${(r.events / r.seeds).toFixed(0)} events, ${(r.txns / r.seeds).toFixed(1)} transactions (${(r.committed / r.seeds).toFixed(1)} committed), ${(r.sagas / r.seeds).toFixed(1)} Sagas (${(r.sagasResolved / r.seeds).toFixed(2)} failed and resolved, ${(r.sagaStepsUnreached / r.seeds).toFixed(2)} steps never reached), ${(r.crashes / r.seeds).toFixed(1)} crashes`;
 }

@@ -56,6 +56,8 @@ export interface SimStats {
   sagasCompensated: number;
   /** Sagas that ended failed and were resolved by the simulated operator. */
   sagasResolved: number;
+  /** Saga steps whose action the orchestrator logged as never reached. */
+  sagaStepsUnreached: number;
   crashes: number;
   messages: number;
   dropped: number;
@@ -251,6 +253,7 @@ export class Sim {
       sagasCommitted: sagaEnds.filter((s) => s?.state === "committed").length,
       sagasCompensated: sagaEnds.filter((s) => s?.state === "compensated").length,
       sagasResolved: sagaEnds.filter((s) => s?.reason?.startsWith("resolved by an operator")).length,
+      sagaStepsUnreached: sagaEnds.reduce((n, s) => n + (s?.done.filter((d) => d.some((x) => x.op === "execute" && x.outcome === "unreached")).length ?? 0), 0),
       nodes: this.nodes.length,
       events: this.events,
       txns: this.bank.txns.length,
@@ -442,6 +445,11 @@ export class Sim {
     };
     this.later(call.timeoutMs, () => deliver({ outcome: "retry", error: `${call.endpoint} did not answer ${call.op} within ${call.timeoutMs} ms` }));
     const delay = () => 1 + this.rng.int(this.faults.delayMaxMs) + (this.faultsOn && this.rng.chance(this.faults.longDelayP) ? this.rng.int(1_000) : 0);
+    if (this.sagas.refuses(call)) {
+      // The connection is refused: nothing reaches the participant, and the caller can tell.
+      this.log(`${call.participantId} refuses the connection of ${call.op} #${call.callId}`);
+      return this.later(1 + this.rng.int(this.faults.delayMaxMs), () => deliver({ outcome: "retry", reached: false, error: `${call.endpoint}: ECONNREFUSED` }));
+    }
     if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the request is lost
     this.later(delay(), () => {
       const o = this.sagas.handle(call);
@@ -453,7 +461,7 @@ export class Sim {
 
   private callResult(sn: SimNode, epoch: number, call: ParticipantCall, o: CallOutcome): void {
     if (sn.epoch !== epoch || !sn.node) return; // the process that made the call is gone
-    this.step(sn, { k: "call_result", name: call.name, index: call.index, callId: call.callId, outcome: o.outcome, result: o.result, error: o.error, now: this.now });
+    this.step(sn, { k: "call_result", name: call.name, index: call.index, callId: call.callId, ...o, now: this.now });
   }
 
   // ---- network ---------------------------------------------------------------
@@ -682,7 +690,7 @@ export function describeInput(i: Input): string {
     case "applied":
       return `applied ${i.name}/${i.branch}`;
     case "call_result":
-      return `call_result ${i.name}#${i.index} ${i.outcome}`;
+      return `call_result ${i.name}#${i.index} ${i.outcome}${i.reached === false ? " (never reached)" : ""}`;
     case "sql_finished":
       return `sql_finished ${i.name}/${i.branch} ${i.ok}`;
   }
