@@ -24,6 +24,19 @@ const regressions: Array<{ seed: number; bug: string }> = [
   { seed: 93302, bug: "prepare after an early rollback was evicted answered NOT_FOUND" },
   { seed: 99249, bug: "prepare after an early rollback was evicted answered NOT_FOUND" },
   { seed: 99862, bug: "prepare after an early rollback was evicted answered NOT_FOUND" },
+  // src/txn/orchestration-plan.ts (orchestrated 2PC, in the workload since): a participant whose prepare gave up
+  // after an attempt that may have arrived was counted as a no vote and never sent abort, so its prepare stayed
+  // applied under a rolled-back transaction. Unit tests: test/unit/orchestrator-2pc.test.ts.
+  { seed: 4, bug: "a rolled-back orchestrated 2PC left a prepare that timed out in place" },
+  { seed: 12, bug: "a rolled-back orchestrated 2PC left a prepare that timed out in place" },
+  // A commit, abort or compensation that gave up ended the transaction failed at once; the participants
+  // after it were never sent theirs. Unit tests: orchestrator-2pc.test.ts, orchestrator-saga.test.ts.
+  { seed: 5, bug: "orchestrated 2PC phase 2 stopped at the first participant that gave up" },
+  { seed: 8, bug: "a Saga stopped compensating at the first compensation that gave up" },
+  { seed: 10, bug: "a Saga stopped compensating at the first compensation that gave up" },
+  // Not a bug found in main but the rule that prevents one: after a restart, the action that was due may have
+  // been called by the earlier process, so refused calls since do not make it "never reached" (it applied).
+  { seed: 40, bug: "a Saga step applied before a restart was logged never reached after it and not compensated" },
 ];
 
 describe("simulator regressions", () => {

@@ -15,14 +15,27 @@
 // exactly once, newest first, and its store keys back at their before-images
 // (absent: the keys are private to the Saga); a failed one stays failed until
 // the operator resolves it; one that never began applied nothing.
+//
+// Orchestrated 2PC transactions (a quarter of the flows) are checked the same
+// way: at the participant, a prepare, commit and abort are each applied at most
+// once, never a prepare after its abort, a commit only after its prepare and
+// never beside an abort; calls leave only once o.begin, and for commit and abort
+// the matching decision, are durable; a durable commit decision has every
+// prepare durably ok. After the settle phase, a committed one (not resolved) has every
+// participant committed, and a rolled-back one has none committed and every
+// prepare that applied aborted: a participant that may have prepared is never
+// left prepared.
 import type { ParticipantCall } from "../../src/txn/types.ts";
-import type { OrchestrationSummary, StepDone } from "../../src/wal/orchestration-records.ts";
+import type { OrchestrationSummary, StepDone, StepOp } from "../../src/wal/orchestration-records.ts";
 import type { Effect } from "../../src/txn/types.ts";
 import type { Checker } from "./invariants.ts";
 import type { ParticipantLedger, SagaRecord, Sagas } from "./saga.ts";
 import type { Sim, SimNode } from "./simulator.ts";
 
-const rankOf: Record<string, number> = { active: 1, compensating: 2, failed: 3, committed: 4, compensated: 4 };
+const rankOf: Record<string, number> = { active: 1, preparing: 1, compensating: 2, committing: 2, rolling_back: 2, failed: 3, committed: 4, compensated: 4, rolled_back: 4 };
+const resolvedByOperator = (s: OrchestrationSummary) => (s.reason ?? "").startsWith("resolved by an operator");
+/** The last logged `op` of participant i. */
+const lastOf = (d: StepDone[], op: StepOp) => d.findLast((x) => x.op === op);
 const finished = (d: StepDone[], op: "execute" | "compensate") => d.filter((x) => x.op === op && x.outcome === "ok");
 
 export class SagaChecker {
@@ -52,7 +65,7 @@ export class SagaChecker {
       if (e.k !== "persist" || e.rec.r !== "o.step") continue;
       const rec = e.rec;
       const logged = sn.wal.orchestration(rec.name)?.done[rec.index] ?? [];
-      if ((rec.op === "execute" || rec.op === "compensate") && logged.some((d) => d.op === rec.op)) {
+      if (logged.some((d) => d.op === rec.op)) {
         this.fail("7", `saga ${rec.name} on ${sn.id}: step ${rec.index} logs ${rec.op} ${rec.outcome} again; its log already holds ${JSON.stringify(logged.map((d) => `${d.op}:${d.outcome}`))}`);
       }
       if (rec.op === "compensate" && rec.writes) this.storeCompSeq.set(`${rec.name}/${rec.index}`, ++this.sagas.seq);
@@ -64,7 +77,7 @@ export class SagaChecker {
     const s = sn.wal.orchestration(call.name);
     const d = s?.done[call.index] ?? [];
     if (d.some((x) => x.op === call.op)) this.fail("7", `saga ${call.name} on ${sn.id} calls ${call.op} of step ${call.index} again, though its log holds it finished`);
-    if (call.op === "execute" && s?.decision) this.fail("7", `saga ${call.name} on ${sn.id} calls the action of step ${call.index} after deciding to ${s.decision}`);
+    if ((call.op === "execute" || call.op === "prepare") && s?.decision) this.fail("7", `${call.name} on ${sn.id} calls ${call.op} of participant ${call.index} after deciding to ${s.decision}`);
   }
 
   /** A call leaves the node: the records that justify it must be durable (persist, then call). */
@@ -73,6 +86,8 @@ export class SagaChecker {
     const where = `saga ${call.name} on ${sn.id}: ${call.op} of step ${call.index} was called`;
     if (!s) return this.fail("§2", `${where} before its o.begin was durable`);
     if (call.op === "compensate" && s.decision !== "compensate") return this.fail("§2", `${where} while the durable log holds no compensate decision`);
+    if (call.op === "commit" && s.decision !== "commit") return this.fail("§2", `${where} while the durable log holds no commit decision`);
+    if (call.op === "abort" && s.decision !== "rollback") return this.fail("§2", `${where} while the durable log holds no rollback decision`);
     for (let j = 0; j < call.index && call.op === "execute"; j++) {
       if (!finished(s.done[j], "execute").length) return this.fail("§2", `${where} while step ${j}'s action is not durably finished`);
     }
@@ -93,6 +108,16 @@ export class SagaChecker {
     if (p.compensated > 1) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the compensation ${p.compensated} times`);
   }
 
+  /** A 2PC participant applied `op` (saga.ts counted it). */
+  twoPhaseApplied(p: ParticipantLedger, op: "prepare" | "commit" | "abort"): void {
+    const who = `${p.name}: participant ${p.participantId}`;
+    const times = { prepare: p.prepared, commit: p.committed, abort: p.aborted }[op];
+    if (times > 1) this.fail("7", `${who} applied ${op} ${times} times`);
+    if (op === "prepare" && (p.aborted || p.nullAborted)) this.fail("7", `${who} prepared after its abort`);
+    if (op === "commit" && !p.prepared) this.fail("3", `${who} committed without having prepared`);
+    if (p.committed && p.aborted) this.fail("1", `${who} both committed and aborted`);
+  }
+
   // ---- durable state and answers ---------------------------------------------------
 
   checkDurable(name: string): void {
@@ -104,22 +129,31 @@ export class SagaChecker {
     const rank = rankOf[s.state] ?? 0;
     if (before && rank < before.rank) this.fail("4", `saga ${name}: durable state went back from ${before.state} to ${s.state}`);
     if (before && before.rank === 4 && s.state !== before.state) this.fail("4", `saga ${name}: durably ${before.state}, now ${s.state}`);
-    if (before?.state === "failed" && s.state !== "failed" && !(s.state === "compensated" && (s.reason ?? "").startsWith("resolved by an operator"))) {
+    if (before?.state === "failed" && s.state !== "failed" && !(rankOf[s.state] === 4 && resolvedByOperator(s))) {
       this.fail("7", `saga ${name}: failed, then ${s.state} without the operator's resolve`);
     }
     if (s.state === "failed" && before?.state !== "failed") this.wentOn(name, s);
+    if (s.decision === "commit" && s.protocol === "2pc") {
+      const unprepared = s.done.findIndex((d) => lastOf(d, "prepare")?.outcome !== "ok");
+      if (unprepared >= 0) this.fail("3", `${name}: a durable commit decision while participant ${unprepared} has no durable prepared vote (${JSON.stringify(s.done[unprepared])})`);
+    }
     this.seen.set(name, { rank, state: s.state });
   }
 
-  /** A Saga ends failed only once every step that ran (or may have) was compensated or given up on, and one was. */
+  /**
+   * A transaction ends failed only once phase 2 was tried everywhere it was needed, and gave up somewhere:
+   * every Saga step that ran (or may have) was compensated or given up on; every 2PC participant was
+   * committed, or (if it may have prepared) aborted, or given up on.
+   */
   private wentOn(name: string, s: OrchestrationSummary): void {
+    const op: StepOp = s.protocol === "saga" ? "compensate" : s.decision === "commit" ? "commit" : "abort";
     const current = s.done.findIndex((d) => !finished(d, "execute").length);
     for (const [j, d] of s.done.entries()) {
-      const ran = d.findLast((x) => x.op === "execute")?.outcome;
-      const needs = ran === "ok" || ran === "maybe" || (ran === undefined && j === current);
-      if (needs && !d.some((x) => x.op === "compensate")) this.fail("7", `saga ${name} ended failed while step ${j}, which ran, was neither compensated nor given up on`);
+      const ran = lastOf(d, s.protocol === "saga" ? "execute" : "prepare")?.outcome;
+      const needs = s.protocol === "saga" ? ran === "ok" || ran === "maybe" || (ran === undefined && j === current) : op === "commit" || (ran !== "no" && ran !== "unreached");
+      if (needs && !lastOf(d, op)) this.fail("7", `${name} ended failed while participant ${j} was never sent ${op} (nor given up on): phase 2 stopped at the first that gave up`);
     }
-    if (!s.done.some((d) => d.some((x) => x.op === "compensate" && x.outcome === "failed"))) this.fail("7", `saga ${name} ended failed, but no compensation gave up`);
+    if (!s.done.some((d) => lastOf(d, op)?.outcome === "failed")) this.fail("7", `${name} ended failed, but no ${op} gave up`);
   }
 
   /** The client was told `state` (released after the flush, so the log holds it or a later state). */
@@ -145,14 +179,18 @@ export class SagaChecker {
       if (!s) {
         for (const [i, step] of t.steps.entries()) {
           const p = this.sagas.ledgers.get(step.participantId);
-          if (p?.executed) this.fail("7", `${where} never began on ${t.node}, yet step ${i} (${step.participantId}) applied its action`);
+          if (p?.executed || p?.prepared) this.fail("7", `${where} never began on ${t.node}, yet step ${i} (${step.participantId}) applied its ${p.executed ? "action" : "prepare"}`);
         }
         for (const k of t.keys) if (store.kvGet(k)) this.fail("7", `${where} never began, yet the store of ${t.node} holds ${k}`);
         continue;
       }
       if (s.state === "failed") this.fail("8", `${where} is still failed after the operator's resolve`);
-      const resolved = (s.reason ?? "").startsWith("resolved by an operator");
+      const resolved = resolvedByOperator(s);
       if (t.abortAck && s.state === "committed") this.fail("6", `${where}: its abort was acknowledged, yet it committed`);
+      if (t.protocol === "2pc") {
+        this.finalTwoPhase(t, s, resolved);
+        continue;
+      }
       // Applied actions and compensations, per step, in the order the checks need.
       const comps: Array<{ i: number; seq: number }> = [];
       // Compensations the orchestrator gave up on (the others went on): the operator's to settle.
@@ -202,6 +240,22 @@ export class SagaChecker {
           if (got !== want.get(k)) this.fail("7", `${where} committed, but the store of ${t.node} holds ${k} = ${JSON.stringify(got)}, not ${want.get(k)}`);
         }
       }
+    }
+  }
+
+  /** After the settle phase, an orchestrated 2PC transaction: all committed, or none and every prepare undone. */
+  private finalTwoPhase(t: SagaRecord, s: OrchestrationSummary, resolved: boolean): void {
+    for (const [i, step] of t.steps.entries()) {
+      const p = this.sagas.ledgers.get(step.participantId)!;
+      const d = s.done[i] ?? [];
+      const what = `${t.name} ended ${s.state}${resolved ? " (resolved by the operator)" : ""}, but participant ${i} (${p.participantId}) prepared ${p.prepared}, committed ${p.committed} and aborted ${p.aborted} times`;
+      // The operator settles by hand a participant whose commit or abort gave up.
+      const gaveUp = lastOf(d, "commit")?.outcome === "failed" || lastOf(d, "abort")?.outcome === "failed";
+      if (s.state === "committed" && p.aborted) this.fail("1", what);
+      if (s.state === "committed" && !(resolved && gaveUp) && p.committed !== 1) this.fail("7", what);
+      if (s.state === "rolled_back" && p.committed) this.fail("1", what);
+      if (s.state === "rolled_back" && !(resolved && gaveUp) && p.aborted !== p.prepared) this.fail("7", `${what}: a prepare that applied was left in place`);
+      if (lastOf(d, "prepare")?.outcome === "unreached" && p.prepared) this.fail("7", `${what}, though its log holds its prepare as never reached`);
     }
   }
 }

@@ -1,15 +1,18 @@
-// Orchestrated Sagas in the simulator: simulated clients that create a Saga
-// (o_create, consistency "eventual"), add steps, execute it and sometimes abort
-// it, and the simulated external participants that answer the node's "call"
-// effects. Steps are either external ("http://sim/<id>") or built-in-store
-// steps on the orchestrating node ("store:", payload {put}).
+// Orchestrated transactions in the simulator: simulated clients that create a
+// Saga (o_create, consistency "eventual") or, for a quarter of them, an
+// orchestrated 2PC transaction (consistency "immediate"), add participants,
+// execute it and sometimes abort it, and the simulated external participants
+// that answer the node's "call" effects. Saga steps are either external
+// ("http://sim/<id>") or built-in-store steps on the orchestrating node
+// ("store:", payload {put}); 2PC participants are all external.
 //
 // A simulated participant honours idempotency keys (it applies each key once
 // and answers a repeat with the recorded answer) and keeps a barrier per
-// (saga, participant), as DESIGN §5 asks of participants: a compensation that
-// arrives before its action is a no-op, an action that arrives after its
-// compensation is refused. It records every action and compensation it
-// applies, which the checks of invariant 7 (saga-invariants.ts) count.
+// (transaction, participant), as DESIGN §5 asks of participants: a
+// compensation (abort) that arrives before its action (prepare) is a no-op, an
+// action (prepare) that arrives after its compensation (abort) is refused. It
+// records every operation it applies, which the checks of invariant 7
+// (saga-invariants.ts) count.
 //
 // Faults on the participant side, drawn from the PRNG: definitive refusals,
 // retryable failures, lost requests and answers (the call times out), slow
@@ -30,10 +33,11 @@ import type { Answer, Conn, Request, Sim } from "./simulator.ts";
 
 export const simEndpoint = "http://sim/";
 
-/** What a Saga's client was told, for the checks. */
+/** What a Saga's (or an orchestrated 2PC transaction's) client was told, for the checks. */
 export interface SagaRecord {
   name: string;
   node: string;
+  protocol: "saga" | "2pc";
   steps: Array<{ participantId: string; store: boolean; put?: Record<string, number> }>;
   /** Every store key the Saga writes: private to it, so its before-image is "absent". */
   keys: string[];
@@ -60,6 +64,12 @@ export interface ParticipantLedger {
   compensatedSeq?: number;
   /** A compensation arrived before its action: recorded as a no-op, the action is refused from then on. */
   nullCompensated: boolean;
+  /** 2PC: how many times the prepare, commit and abort were applied (each must end 0 or 1). */
+  prepared: number;
+  committed: number;
+  aborted: number;
+  /** 2PC: an abort arrived before its prepare: a no-op, and the prepare is refused from then on. */
+  nullAborted: boolean;
   calls: number;
 }
 
@@ -67,7 +77,7 @@ interface Behaviour {
   /** Refuses the action for good (a business "no"). */
   refuse: boolean;
   retryP: number;
-  /** Compensations answer "retry" while the faults last. */
+  /** Compensations (Saga), commits and aborts (2PC) answer "retry" while the faults last. */
   stuckCompensate: boolean;
   /** Chance that a call's connection is refused while the faults last (it never reaches the participant). */
   downP: number;
@@ -106,7 +116,8 @@ export class Sagas {
     const rng = this.sim.rng;
     const up = this.sim.nodes.filter((sn) => sn.node).map((sn) => sn.id);
     if (up.length === 0) return;
-    const s: SagaRecord = { name: `s${this.sagas.length + 1}`, node: rng.pick(up), steps: [], keys: [], executeSent: false, abortAck: false, resolved: false, told: [], done: false };
+    const protocol = rng.chance(0.25) ? "2pc" : "saga";
+    const s: SagaRecord = { name: `s${this.sagas.length + 1}`, node: rng.pick(up), protocol, steps: [], keys: [], executeSent: false, abortAck: false, resolved: false, told: [], done: false };
     this.sagas.push(s);
     this.byName.set(s.name, s);
     const n = rng.range(2, 4);
@@ -116,7 +127,7 @@ export class Sagas {
     const specs: ParticipantSpec[] = [];
     for (let i = 0; i < n; i++) {
       const participantId = `${s.name}-p${i}`;
-      if (rng.chance(0.3)) {
+      if (protocol === "saga" && rng.chance(0.3)) {
         const put: Record<string, number> = {};
         for (const k of keys) if (rng.chance(0.6)) put[k] = 100 * (i + 1) + rng.int(100);
         if (Object.keys(put).length === 0) put[keys[0]] = 100 * (i + 1);
@@ -128,17 +139,17 @@ export class Sagas {
       const down = rng.chance(0.08);
       const downAt = down ? this.sim.now + (rng.chance(0.5) ? 0 : rng.int(400)) : undefined;
       const behaviour: Behaviour = { refuse: rng.chance(0.12), retryP: rng.chance(0.5) ? rng.next() * 0.4 : 0, stuckCompensate: stuck, downP: rng.chance(0.3) ? rng.next() * 0.5 : 0, downAt };
-      this.ledgers.set(participantId, { name: s.name, participantId, behaviour, answers: new Map(), executed: 0, compensated: 0, nullCompensated: false, calls: 0 });
+      this.ledgers.set(participantId, { name: s.name, participantId, behaviour, answers: new Map(), executed: 0, compensated: 0, nullCompensated: false, prepared: 0, committed: 0, aborted: 0, nullAborted: false, calls: 0 });
       s.steps.push({ participantId, store: false });
       // Short policies so Sagas finish within a run; a stuck or down participant gets a budget it will exhaust.
       const retryPolicy = stuck || down
         ? { attempts: rng.range(2, 4), backoffMs: 5, maxBackoffMs: 20, budgetMs: rng.range(50, 200), callTimeoutMs: rng.range(20, 80) }
         : { attempts: rng.range(20, 60), backoffMs: rng.range(2, 10), maxBackoffMs: rng.range(20, 80), budgetMs: rng.range(1_500, 4_000), callTimeoutMs: rng.range(30, 150) };
-      specs.push({ participantId, endpoint: `${simEndpoint}${participantId}`, supports2pc: rng.chance(0.5), supportsSaga: true, action: "do", compensationAction: "undo", payload: { step: i }, retryPolicy });
+      specs.push({ participantId, endpoint: `${simEndpoint}${participantId}`, supports2pc: protocol === "2pc" || rng.chance(0.5), supportsSaga: true, action: "do", compensationAction: "undo", payload: { step: i }, retryPolicy });
     }
     const conn = this.sim.openConn(s.node);
     const timeoutMs = rng.chance(0.15) ? rng.range(30, 300) : rng.range(1_000, 5_000);
-    this.call(s, conn, { op: "o_create", name: s.name, consistency: "eventual", timeoutMs, context: { saga: s.name } }, (a) => {
+    this.call(s, conn, { op: "o_create", name: s.name, consistency: protocol === "2pc" ? "immediate" : "eventual", timeoutMs, context: { saga: s.name } }, (a) => {
       if (!isOk(a)) return this.gaveUp(s, "o_create", a);
       this.addAll(s, conn, specs, 0);
     });
@@ -212,14 +223,16 @@ export class Sagas {
         this.told(s, "status", a);
         const state = a.state as string;
         if (finalStates.has(state)) return void (s.done = true);
-        if (state === "failed" && !this.sim.faultsOn) return this.resolve(s, conn);
+        if (state === "failed" && !this.sim.faultsOn) return this.resolve(s, conn, a.participants as Array<{ status?: string }>);
         this.statusLater(s);
       });
     });
   }
 
-  private resolve(s: SagaRecord, conn: Conn): void {
-    this.call(s, conn, { op: "resolve", name: s.name, outcome: "rollback" }, (a) => {
+  /** The operator closes a failed transaction the way it was decided: a 2PC one whose commits ran, with commit. */
+  private resolve(s: SagaRecord, conn: Conn, participants: Array<{ status?: string }>): void {
+    const outcome = participants.some((p) => p.status === "committed" || p.status === "commit_failed") ? "commit" : "rollback";
+    this.call(s, conn, { op: "resolve", name: s.name, outcome }, (a) => {
       if (isOk(a)) s.resolved = true;
       else if (!isLost(a)) return this.unexpected(s, "resolve", a);
       this.told(s, "resolve", a);
@@ -254,34 +267,54 @@ export class Sagas {
     const p = this.ledgers.get(call.participantId);
     if (!p) throw new Error(`call to unknown simulated participant ${call.participantId}`);
     p.calls++;
-    const rng = this.sim.rng;
     const seen = p.answers.get(call.idempotencyKey);
     if (seen) return seen;
-    if (call.op !== "execute" && call.op !== "compensate") return { outcome: "fail", error: `${call.op} is not a Saga operation` };
-    const faulty = this.sim.faultsOn;
-    if (faulty && rng.chance(p.behaviour.retryP)) return { outcome: "retry", error: "HTTP 503" };
-    let answer: CallOutcome;
-    if (call.op === "execute") {
-      if (p.compensated || p.nullCompensated) answer = { outcome: "fail", error: "refused: already compensated" };
-      else if (p.behaviour.refuse) answer = { outcome: "fail", error: "HTTP 409 insufficient funds" };
-      else {
+    if (this.sim.faultsOn && this.sim.rng.chance(p.behaviour.retryP)) return { outcome: "retry", error: "HTTP 503" };
+    const answer = this.apply(p, call);
+    if (answer.outcome !== "retry") p.answers.set(call.idempotencyKey, answer);
+    return answer;
+  }
+
+  private apply(p: ParticipantLedger, call: ParticipantCall): CallOutcome {
+    const stuck = this.sim.faultsOn && p.behaviour.stuckCompensate;
+    const checker = this.sim.sagaChecker;
+    switch (call.op) {
+      case "execute":
+        if (p.compensated || p.nullCompensated) return { outcome: "fail", error: "refused: already compensated" };
+        if (p.behaviour.refuse) return { outcome: "fail", error: "HTTP 409 insufficient funds" };
         p.executed++;
-        this.sim.sagaChecker.actionApplied(p);
-        answer = { outcome: "ok", result: { applied: call.participantId } };
-      }
-    } else {
-      if (faulty && p.behaviour.stuckCompensate) return { outcome: "retry", error: "HTTP 503 (compensation backend down)" };
-      if (p.executed) {
+        checker.actionApplied(p);
+        return { outcome: "ok", result: { applied: call.participantId } };
+      case "compensate":
+        if (stuck) return { outcome: "retry", error: "HTTP 503 (compensation backend down)" };
+        if (!p.executed) {
+          p.nullCompensated = true;
+          return { outcome: "ok", result: null };
+        }
         p.compensated++;
         p.compensatedSeq = ++this.seq;
-        this.sim.sagaChecker.compensationApplied(p);
-        answer = { outcome: "ok", result: { compensated: call.participantId } };
-      } else {
-        p.nullCompensated = true;
-        answer = { outcome: "ok", result: null };
-      }
+        checker.compensationApplied(p);
+        return { outcome: "ok", result: { compensated: call.participantId } };
+      case "prepare":
+        if (p.aborted || p.nullAborted) return { outcome: "fail", error: "refused: already aborted" };
+        if (p.behaviour.refuse) return { outcome: "fail", error: "votes abort: insufficient funds" };
+        p.prepared++;
+        checker.twoPhaseApplied(p, "prepare");
+        return { outcome: "ok", result: { vote: "prepared" } };
+      case "commit":
+        if (stuck) return { outcome: "retry", error: "HTTP 503 (commit backend down)" };
+        p.committed++;
+        checker.twoPhaseApplied(p, "commit");
+        return { outcome: "ok", result: null };
+      case "abort":
+        if (stuck) return { outcome: "retry", error: "HTTP 503 (abort backend down)" };
+        if (!p.prepared) {
+          p.nullAborted = true;
+          return { outcome: "ok", result: null };
+        }
+        p.aborted++;
+        checker.twoPhaseApplied(p, "abort");
+        return { outcome: "ok", result: null };
     }
-    p.answers.set(call.idempotencyKey, answer);
-    return answer;
   }
 }
