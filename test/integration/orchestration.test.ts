@@ -184,7 +184,7 @@ describe("Sagas", () => {
 });
 
 describe("Sagas whose steps give up or are never reached", () => {
-  const few = { attempts: 3, backoffMs: 10, maxBackoffMs: 20, budgetMs: 5_000, callTimeoutMs: 1_000 };
+  const few = { attempts: 3, backoffMs: 10, maxBackoffMs: 20, budgetMs: 20_000, callTimeoutMs: 5_000 };
 
   test("a compensation that gives up does not stop the others: the earlier steps are compensated and the Saga ends failed naming it", async () => {
     const ps = [participant("go0"), participant("go1", { unavailable: new Set(["compensate"]) }), participant("go2", { failExecute: true })];

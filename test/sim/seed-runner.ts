@@ -79,5 +79,5 @@ export async function runRangeParallel(from: number, count: number, threads = Ma
 
 export function describeReport(r: RangeReport, ms: number): string {
   const rate = (r.seeds / ms) * 1000;
-  return `${r.seeds} seeds in ${(ms / 1000).toFixed(1)} s = ${rate.toFixed(0)} seeds/s; per seed ${(r.events / r.seeds).toFixed(0)} events, ${(r.txns / r.seeds).toFixed(1)} transactions (${(r.committed / r.seeds).toFixed(1)} committed), ${(r.sagas / r.seeds).toFixed(1)} Sagas (${(r.sagasResolved / r.seeds).toFixed(2)} failed and resolved, ${(r.sagaStepsUnreached / r.seeds).toFixed(2)} steps never reached), ${(r.crashes / r.seeds).toFixed(1)} crashes`;
+  return `${r.seeds} seeds in ${(ms / 1000).toFixed(1)} s = ${rate.toFixed(0)} seeds/s; per seed ${(r.events / r.seeds).toFixed(0)} events, ${(r.txns / r.seeds).toFixed(1)} transactions (${(r.committed / r.seeds).toFixed(1)} committed), ${(r.sagas / r.seeds).toFixed(1)} orchestrated (Sagas and 2PC: ${(r.sagasResolved / r.seeds).toFixed(2)} failed and resolved, ${(r.sagaStepsUnreached / r.seeds).toFixed(2)} steps never reached), ${(r.crashes / r.seeds).toFixed(1)} crashes`;
 }
