@@ -4,7 +4,7 @@
 // on every sidecar that took part, from the log after a restart; commit and
 // rollback answer within ackWaitMs (5 s) with the unreachable listed pending.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type Client, connect, NameInUseError, NotFoundError } from "../../client/index.ts";
+import { type Client, connect, NameInUseError, NotFoundError, OutcomeUnknownError } from "../../client/index.ts";
 import { freePorts, waitForLinks } from "../helpers/federation.ts";
 import { SidecarProcess, waitFor } from "../helpers/sidecar-process.ts";
 
@@ -153,6 +153,21 @@ describe("every decision call answers within its bound", () => {
     await waitFor(async () => (await a.status("bound-1")).state === "rolled_back", 10_000, "A to hear B's ack");
     expect((await b.status("bound-1")).state).toBe("rolled_back");
     expect(await b.get("bound-1/b")).toBeUndefined();
+  });
+
+  test("a commit asked of a participant's sidecar whose coordinator is down rejects with OutcomeUnknownError within its bound", async () => {
+    await prepareAcross("bound-3");
+    await A.kill9();
+    const started = performance.now();
+    const e = await b.commitDistributed("bound-3").catch((x) => x);
+    expect(e).toBeInstanceOf(OutcomeUnknownError);
+    expect(performance.now() - started).toBeLessThan(ackWaitMs + 2_000 + 2_000);
+    await A.start();
+    await waitForLinks(A, ["B"]);
+    a.close();
+    a = await connect({ socket: A.socket });
+    expect((await a.status("bound-3")).state).toBe("prepared"); // nothing was decided
+    expect((await b.commitDistributed("bound-3")).outcome).toBe("committed");
   });
 
   test("commitDistributed of a transaction a restarted coordinator recovered answers within the bound while its participant is down", async () => {

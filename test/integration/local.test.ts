@@ -138,6 +138,25 @@ describe("local distributed transactions", () => {
     await dtx.beginDistributed("idem-2", async (tx) => tx.put("idem/2", 2));
     await dtx.rollbackDistributed("idem-2");
     await expect(dtx.commitDistributed("idem-2")).rejects.toBeInstanceOf(TransactionAbortedError);
+    await expect(dtx.rollbackDistributed("idem-1")).rejects.toMatchObject({ code: "INVALID_STATE" });
+  });
+
+  test("a join that reaches its coordinator once the transaction is prepared is refused (INVALID_STATE), and once it rolled back is TransactionAbortedError", async () => {
+    const other = await connect({ socket: sc.socket });
+    let context = "";
+    await dtx.beginDistributed("late-join-1", async (tx) => {
+      await tx.put("late/1", 1);
+      context = tx.context;
+    });
+    const late = await other.join(context, (t) => t.put("late/joined", 1)).catch((e) => e);
+    expect(late).toBeInstanceOf(ProtocolError);
+    expect(late.code).toBe("INVALID_STATE");
+    expect(late.message).toContain("is prepared");
+    await dtx.rollbackDistributed("late-join-1");
+    const after = await other.join(context, (t) => t.put("late/joined", 1)).catch((e) => e);
+    expect(after).toBeInstanceOf(TransactionAbortedError);
+    expect(await dtx.get("late/joined")).toBeUndefined();
+    other.close();
   });
 
   test("a second begin with an active name fails with NAME_IN_USE", async () => {
