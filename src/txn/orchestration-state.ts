@@ -81,9 +81,10 @@ export function orchFromSummary(s: OrchestrationSummary, now: number): Orch {
     protocol: s.protocol,
     requirements: s.requirements as Requirements,
     context: s.context,
-    timeoutMs: orchestrationDefaults.timeoutMs,
+    timeoutMs: s.timeoutMs ?? orchestrationDefaults.timeoutMs,
     createdAt: s.createdAt,
-    deadline: now + orchestrationDefaults.timeoutMs,
+    // The deadline it was executed with, across restarts (a log from before timeoutMs was recorded: from now).
+    deadline: s.executedAt !== undefined && s.timeoutMs !== undefined ? s.executedAt + s.timeoutMs : now + orchestrationDefaults.timeoutMs,
     specs: s.participants,
     done: s.done.map((d) => [...d]),
     before: { ...s.before },

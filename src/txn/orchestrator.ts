@@ -123,6 +123,7 @@ export class Orchestrator {
       context: o.context,
       createdAt: o.createdAt,
       at: now,
+      timeoutMs: o.timeoutMs,
     });
     this.drive(o, now);
   }

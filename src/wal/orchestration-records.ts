@@ -36,6 +36,8 @@ export type OrchestrationRecord =
       context?: unknown;
       createdAt: number;
       at: number;
+      /** How long it may take to decide, from `at` (execute): kept so a restart keeps the same deadline. */
+      timeoutMs?: number;
     }
   | { r: "o.step"; name: string; index: number; op: StepOp; outcome: StepOutcome; result?: unknown; error?: string; at: number; writes?: Write[]; version?: number; before?: Write[] }
   | { r: "o.decision"; name: string; outcome: "commit" | "rollback" | "compensate"; reason?: string; at: number }
@@ -70,6 +72,9 @@ export interface OrchestrationSummary {
   reason?: string;
   /** Before-images of built-in store steps, per participant index, for compensation. */
   before: Record<number, Write[]>;
+  /** Its decision deadline: executedAt + timeoutMs (absent in logs written before it was recorded). */
+  timeoutMs?: number;
+  executedAt?: number;
 }
 
 export interface BarrierSummary {
@@ -99,6 +104,7 @@ export function foldOrchestration(prev: OrchestrationSummary | BarrierSummary | 
       context: rec.context,
       createdAt: rec.createdAt,
       before: {},
+      ...(rec.timeoutMs !== undefined ? { timeoutMs: rec.timeoutMs, executedAt: rec.at } : {}),
     };
   }
   const p = prev as OrchestrationSummary;

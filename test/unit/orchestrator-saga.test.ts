@@ -155,3 +155,19 @@ describe("a Saga step that never reached its participant", () => {
     expect(comp1).toMatchObject({ op: "compensate", index: 1 });
   });
 });
+
+describe("a Saga's timeout", () => {
+  test("survives a restart: it times out timeoutMs after execute, not a default later", () => {
+    const sc = new Sidecar();
+    sc.client({ op: "o_create", name: "slow", requirements: { consistency: "eventual", timeout: 0.5 } });
+    sc.client({ op: "o_add", name: "slow", participant: http("p0") });
+    const [first] = calls(sc.client({ op: "o_execute", name: "slow" }));
+    expect(first).toMatchObject({ op: "execute", index: 0 });
+    sc.tick(200);
+    sc.restart();
+    sc.tick(200);
+    expect(sc.wal.orchestration("slow")?.decision).toBeUndefined();
+    sc.tick(200); // 600 ms after execute
+    expect(sc.wal.orchestration("slow")).toMatchObject({ decision: "compensate", reason: "timed out after 500 ms" });
+  });
+});
