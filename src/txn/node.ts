@@ -1000,7 +1000,10 @@ export class Node {
   /** The runtime finished (ok) or could not yet finish a branch's SQL work; a resent decision tries again. */
   private onSqlFinished(name: string, branch: string, ok: boolean) {
     const b = this.branches.get(bkey(name, branch));
-    if (!b || !ok || !b.sqlUnfinished) return;
+    if (!b || !b.sqlUnfinished) return;
+    // Not finished and no decision waits on it (the branch voted no): the reconciler finishes it from the log.
+    if (!ok && !b.ackOwed) b.sqlUnfinished = false;
+    if (!ok) return;
     b.sqlUnfinished = false;
     const to = b.ackOwed;
     b.ackOwed = undefined;
