@@ -382,7 +382,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   // Writes are checked (key, value, size: src/protocol/value.ts) and buffered here, and travel with the
   // branch's prepare (or end): one round trip for the whole write set. Values are checked again as they
   // leave: one changed after tx.put must still be stored exactly. tx.get sees the buffer first, as the
-  // sidecar would. What only the sidecar can refuse (opsPerBranchMax) fails the transaction there.
+  // sidecar would. What only the sidecar can refuse fails the transaction there.
   // `opened` makes sure the branch exists on the sidecar before a request names it (beginDistributed sends
   // begin only once something needs it); `context` is read only when the callback asks for it, and told
   // whether the callback still runs (a token read afterwards must not begin anything).
