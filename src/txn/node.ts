@@ -27,9 +27,9 @@ export interface NodeOptions {
   /** Distinguishes branch ids across restarts of the same node; chosen by the runtime. */
   bootId: string;
   reader: WalReader;
-  /** How long commit waits for acks before answering with the unacknowledged branches as pending. */
+  /** How long commit waits for acks before answering with the unacknowledged branches as pending (default timing.ackWaitMs). */
   ackWaitMs?: number;
-  /** Finished transactions stay in memory this long before status reads them from the log. */
+  /** Finished transactions stay in memory this long before status reads them from the log (default timing.evictAfterMs). */
   evictAfterMs?: number;
   /** The runtime's seeded PRNG (retry jitter). */
   random?: () => number;
@@ -47,6 +47,9 @@ const FORWARDED = -1;
 
 /** A reply sent before the one rule would send it: see Effect "reply" in types.ts. */
 type Release = "unlogged" | "immediate";
+/** Evicted entries at the head of `retired` before its array is compacted (and only once they are over half of it). */
+const retiredCompactMin = 1024;
+const hourMs = 3_600_000;
 
 export class Node {
   readonly id: string;
@@ -91,9 +94,9 @@ export class Node {
     this.bootId = opts.bootId;
     this.reader = opts.reader;
     this.kvVersion = opts.reader.kvVersion();
-    this.ackWaitMs = opts.ackWaitMs ?? 5_000;
+    this.ackWaitMs = opts.ackWaitMs ?? timing.ackWaitMs;
     // Finished transactions leave memory soon: status and commit answer from the log.
-    this.evictAfterMs = opts.evictAfterMs ?? 1_000;
+    this.evictAfterMs = opts.evictAfterMs ?? timing.evictAfterMs;
     this.databases = opts.databases ?? new Map();
     this.peers = opts.peers ?? [];
     const random = opts.random ?? (() => 0.5);
@@ -606,12 +609,12 @@ export class Node {
       from,
       wireError(
         ErrorCode.NOT_FOUND,
-        `sidecar ${this.id} has no record of a transaction "${name}" in the last ${Math.round(timing.retentionMs / 3_600_000)} h: it neither coordinated it nor prepared a branch of it (a branch that only read leaves no record); ask its coordinator`,
+        `sidecar ${this.id} has no record of a transaction "${name}" in the last ${Math.round(timing.retentionMs / hourMs)} h: it neither coordinated it nor prepared a branch of it (a branch that only read leaves no record); ask its coordinator`,
       ),
     );
   }
 
-  private list(state: TxnState | undefined, limit = 1000) {
+  private list(state: TxnState | undefined, limit: number = limits.listRowsDefault) {
     const seen = new Set<string>();
     const out: Record<string, unknown>[] = [];
     for (const c of this.coords.values()) {
@@ -964,7 +967,7 @@ export class Node {
       at: now,
       ...this.branchOrigin(b),
       ...(b.vote === "no" ? { vote: "no" as const } : {}),
-      ...(b.reason ? { reason: b.reason.slice(0, 1000) } : {}),
+      ...(b.reason ? { reason: b.reason.slice(0, limits.reasonCharsMax) } : {}),
     };
     if (b.resources.length) {
       this.persist(rec);
@@ -1169,7 +1172,7 @@ export class Node {
         }
       }
     }
-    if (this.retiredHead > 1024 && this.retiredHead * 2 > this.retired.length) {
+    if (this.retiredHead > retiredCompactMin && this.retiredHead * 2 > this.retired.length) {
       this.retired.splice(0, this.retiredHead);
       this.retiredHead = 0;
     }
@@ -1262,7 +1265,8 @@ export class Node {
     const targets = coordinator ? [coordinator] : this.peers;
     if (targets.length === 0) return this.fail(from, wireError(ErrorCode.NOT_FOUND, `no transaction "${name}" coordinated by sidecar ${this.id}, and it has no peers to ask`));
     const req = `${this.id}.${this.bootId}.f${(++this.forwardSeq).toString(36)}`;
-    this.forwardedOut.set(req, { to: from, name, asked: targets.length, notFound: 0, deadline: now + this.ackWaitMs + 2_000 });
+    // The coordinator answers within its ackWaitMs; the margin covers the two hops.
+    this.forwardedOut.set(req, { to: from, name, asked: targets.length, notFound: 0, deadline: now + this.ackWaitMs + timing.forwardedDecisionMarginMs });
     for (const to of targets) this.send(to, { t: "decide", name, outcome, req, from: this.id });
   }
 
