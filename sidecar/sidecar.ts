@@ -107,7 +107,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     sidecar: config.id,
     databases,
     reader: wal,
-    branchLive: (name, branch) => [...node.branches.values()].some((b) => b.name === name && b.id === branch && b.state !== "committed" && b.state !== "rolled_back"),
+    branchLive: (name, branch) => node.branchLive(name, branch),
     log,
     reconcileMs: config.sqlReconcileMs,
     orphanMs: config.sqlOrphanMs,
@@ -159,13 +159,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   const services = new ServiceParticipants(wal, { push: (conn, frame) => server.push(conn, frame) });
   const metrics = new SidecarMetrics({
     clientConnections: () => server.connections,
-    inDoubtBranches: () => [...node.branches.values()].filter((b) => b.state === "prepared").length,
-    transactionsByState: () => {
-      const counts: Record<string, number> = {};
-      for (const c of node.coords.values()) counts[c.state] = (counts[c.state] ?? 0) + 1;
-      for (const o of node.orchestrator.orchs.values()) if (o.executed) counts[o.state] = (counts[o.state] ?? 0) + 1;
-      return counts;
-    },
+    inDoubtBranches: () => node.inDoubtBranches(),
+    transactionsByState: () => node.transactionsByState(),
     peerLinks: () => Object.fromEntries(federation.peers().map((p) => [p.id, p.state === "up" ? 1 : 0])),
   });
   wal.onFlush = (ms, appends) => metrics.flush(ms, appends);

@@ -13,6 +13,10 @@ export const limits = {
   sqlResourcesPerBranchMax: 16,
   /** Enlists a coordinator holds for a name it has not seen begun yet (see timing.enlistParkMs). */
   parkedEnlistsMax: 4096,
+  /** Rows `list` answers when the request names no limit. */
+  listRowsDefault: 1000,
+  /** A branch's rollback reason is logged (p.end) cut to this many characters. */
+  reasonCharsMax: 1000,
 } as const;
 
 export const timing = {
@@ -22,6 +26,17 @@ export const timing = {
   /** How long a coordinator holds an enlist whose begin has not arrived before refusing it as unknown (< resendMs). */
   enlistParkMs: 40,
   askCoordinatorMs: 1_000,
+  /** How long commit and rollback wait for acks before answering with the unacknowledged branches as pending. */
+  ackWaitMs: 5_000,
+  /** A decision forwarded to the sidecar that coordinates it is answered OUTCOME_UNKNOWN after ackWaitMs plus this (the way there and back). */
+  forwardedDecisionMarginMs: 2_000,
+  /** A finished transaction or branch stays in memory this long; then status and commit answer from the log. */
+  evictAfterMs: 1_000,
+  /** The same for a finished orchestrated transaction (once its waiters are answered). */
+  orchestrationEvictAfterMs: 10_000,
+  /** An orchestrated transaction's timeout when createTransaction names none. */
+  orchestrationTimeoutMs: 300_000,
+  /** Finished transactions stay readable by status (from the log) this long, then the log prunes them. */
   retentionMs: 24 * 60 * 60 * 1000,
 } as const;
 

@@ -4,10 +4,9 @@ import type { TxnState } from "../protocol/messages.ts";
 import type { ParticipantSpec } from "../protocol/orchestration.ts";
 import type { OrchestrationSummary, StepDone, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
 import type { Protocol, Write } from "../wal/records.ts";
+import { timing } from "../limits.ts";
 import type { Requirements } from "./select.ts";
 import type { ReplyTo } from "./types.ts";
-
-export const orchestrationDefaults = { timeoutMs: 300_000 };
 
 /** One operation under way on one participant: its attempts so far, in this process. */
 export interface Inflight {
@@ -81,10 +80,10 @@ export function orchFromSummary(s: OrchestrationSummary, now: number): Orch {
     protocol: s.protocol,
     requirements: s.requirements as Requirements,
     context: s.context,
-    timeoutMs: s.timeoutMs ?? orchestrationDefaults.timeoutMs,
+    timeoutMs: s.timeoutMs ?? timing.orchestrationTimeoutMs,
     createdAt: s.createdAt,
     // The deadline it was executed with, across restarts (a log from before timeoutMs was recorded: from now).
-    deadline: s.executedAt !== undefined && s.timeoutMs !== undefined ? s.executedAt + s.timeoutMs : now + orchestrationDefaults.timeoutMs,
+    deadline: s.executedAt !== undefined && s.timeoutMs !== undefined ? s.executedAt + s.timeoutMs : now + timing.orchestrationTimeoutMs,
     specs: s.participants,
     done: s.done.map((d) => [...d]),
     before: { ...s.before },

@@ -9,6 +9,7 @@
 // operation; retries reuse the operation's idempotency key.
 import type { CallOutcome } from "../participants/outcome.ts";
 import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
+import { timing } from "../limits.ts";
 import type { TxnState } from "../protocol/messages.ts";
 import { type ParticipantSpec, type RetryPolicy, retryPolicy, storePayload } from "../protocol/orchestration.ts";
 import type { LockTable } from "../store/locks.ts";
@@ -17,11 +18,9 @@ import type { Protocol, Write } from "../wal/records.ts";
 import { isTerminal } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
 import { planSaga, planTwoPhase } from "./orchestration-plan.ts";
-import { type Inflight, type Orch, isStore, orchestrationDefaults, orchFromSummary, resultOf, statusOf } from "./orchestration-state.ts";
+import { type Inflight, type Orch, isStore, orchFromSummary, resultOf, statusOf } from "./orchestration-state.ts";
 import { type Requirements, selectProtocol } from "./select.ts";
 import type { ParticipantCall, ReplyTo } from "./types.ts";
-
-export { orchestrationDefaults } from "./orchestration-state.ts";
 
 export interface OrchestratorHost {
   readonly reader: WalReader;
@@ -38,6 +37,8 @@ export interface OrchestratorHost {
 type CreateReq = { name: string; protocol?: "auto" | Protocol; consistency?: Requirements["consistency"]; availability?: Requirements["availability"]; timeoutMs?: number; context?: unknown };
 
 const policyOf = (s: ParticipantSpec): RetryPolicy => retryPolicy.parse(s.retryPolicy ?? {});
+/** Passes one drive takes at most, each finishing something inline: a guard against a plan that never settles. */
+const drivePassesMax = (o: Orch) => 4 * o.specs.length + 8;
 
 export class Orchestrator {
   readonly orchs = new Map<string, Orch>();
@@ -59,7 +60,7 @@ export class Orchestrator {
     if (this.active(req.name)) {
       return this.host.fail(from, wireError(ErrorCode.NAME_IN_USE, `transaction "${req.name}" is ${this.orchs.get(req.name)?.state}; a name stays taken until its transaction is final (a failed one until dtx resolve closes it)`));
     }
-    const timeoutMs = req.timeoutMs ?? orchestrationDefaults.timeoutMs;
+    const timeoutMs = req.timeoutMs ?? timing.orchestrationTimeoutMs;
     this.orchs.set(req.name, {
       name: req.name,
       state: "active",
@@ -189,7 +190,7 @@ export class Orchestrator {
       }
       if (o.state === "failed") continue; // stays in memory (and in the failed gauge) until an operator resolves it
       if (isTerminal(o.state)) {
-        if (now - (o.finishedAt ?? now) >= 10_000 && o.waiters.length === 0) this.orchs.delete(o.name);
+        if (now - (o.finishedAt ?? now) >= timing.orchestrationEvictAfterMs && o.waiters.length === 0) this.orchs.delete(o.name);
         continue;
       }
       if (!o.decision && now >= o.deadline) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", `timed out after ${o.timeoutMs} ms`, now);
@@ -230,7 +231,7 @@ export class Orchestrator {
 
   private drive(o: Orch, now: number) {
     // Store steps finish inside this call, so loop until nothing moves.
-    for (let guard = 0; guard < 4 * o.specs.length + 8; guard++) {
+    for (let guard = 0; guard < drivePassesMax(o); guard++) {
       if (!this.advance(o, now)) return;
     }
   }

@@ -37,8 +37,8 @@ export type Effect =
   | { k: "persist"; rec: LogRecord; lazy?: true }
   | { k: "send"; to: string; msg: PeerMessage }
   /**
-   * `unlogged`: waits only for what earlier steps logged, not for this step's records (see Node.maybeFinish).
-   * `immediate`: depends on nothing any step logged, so it waits for nothing (see Node.begin).
+   * `unlogged`: waits only for what earlier steps logged, not for this step's records (see maybeFinish in coordinator.ts).
+   * `immediate`: depends on nothing any step logged, so it waits for nothing (see begin in coordinator.ts).
    */
   | { k: "reply"; to: ReplyTo; body: ReplyBody; unlogged?: true; immediate?: true }
   /** Feed this input back into the node once everything persisted so far is durable. */

@@ -1,4 +1,4 @@
-// Seeds on which the simulator found real bugs in src/txn/node.ts (and orchestrator.ts), run
+// Seeds on which the simulator found real bugs in the engine (src/txn, orchestrator.ts included), run
 // explicitly so they keep passing. A seed reproduces its run only while the
 // simulator itself is unchanged; each bug also has a direct unit test in
 // test/unit/node.test.ts (or orchestrator-saga.test.ts) that does not depend on the simulator.
@@ -18,7 +18,7 @@ const regressions: Array<{ seed: number; bug: string }> = [
   // Direct unit tests: test/unit/orchestrator-saga.test.ts.
   { seed: 4, bug: "a Saga compensated earlier steps before the step whose action was in flight at the abort" },
   { seed: 2, bug: "a Saga ended compensated with the in-flight step's action applied and never compensated" },
-  // src/txn/node.ts prepare(): once joined branches prepare when their callback ends, a conflict there rolls the
+  // src/txn/coordinator.ts prepare(): once joined branches prepare when their callback ends, a conflict there rolls the
   // transaction back while it is still active; a client that asked to prepare after it was evicted from memory
   // got NOT_FOUND instead of the rollback (and its reason) from the log.
   { seed: 93302, bug: "prepare after an early rollback was evicted answered NOT_FOUND" },

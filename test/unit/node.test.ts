@@ -477,3 +477,18 @@ describe("trace context and token incarnation", () => {
     expect(sends(a.peer(freshEnlist))[0]).toMatchObject({ t: "enlisted" });
   });
 });
+
+describe("Node: the views the sidecar reads", () => {
+  test("branchLive, inDoubtBranches and transactionsByState follow a transaction from prepared to committed", () => {
+    const a = new Sidecar("A");
+    const { branch } = prepared(a, "t1");
+    expect(a.node.branchLive("t1", branch)).toBe(true);
+    expect(a.node.branchLive("t1", "A.other")).toBe(false);
+    expect(a.node.inDoubtBranches()).toBe(1);
+    expect(a.node.transactionsByState()).toEqual({ prepared: 1 });
+    expect(reply(settleSelf(a, a.client({ op: "commit", name: "t1" })))).toMatchObject({ ok: true, outcome: "committed" });
+    expect(a.node.branchLive("t1", branch)).toBe(false);
+    expect(a.node.inDoubtBranches()).toBe(0);
+    expect(a.node.transactionsByState()).toEqual({ committed: 1 });
+  });
+});
