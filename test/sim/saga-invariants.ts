@@ -1,30 +1,31 @@
 // Invariant 7 of DESIGN §8 for orchestrated Sagas: a Saga ends with each step
 // either applied or compensated, never both half-way, and each compensation
-// runs at most once. Counted where the effects land: at the simulated
-// participants' services (participants.ts, behind the production barrier) and, for store steps, in the orchestrating node's
-// durable log and store.
+// runs at most once. Counted where the effects land: at the services of the
+// simulated participants (participants.ts, behind the production barrier)
+// and, for store steps, in the orchestrating node's durable log and store.
 //
 // Per step: an operation the log already holds as finished is neither called
 // nor logged again. When a call leaves: the records that justify it are
 // durable (the engine rule, DESIGN §2). At the participant: an action or a
 // compensation is applied at most once, and never an action once its barrier
-// answered a compensation. Over durable state: a Saga's state only moves forward and a
-// finished one never changes; what its client was told agrees with the log.
-// After the settle phase: a committed Saga has every step applied exactly once
-// and none compensated; a compensated one has every applied step compensated
-// exactly once, newest first, and its store keys back at their before-images
-// (absent: the keys are private to the Saga); a failed one stays failed until
-// the operator resolves it; one that never began applied nothing.
+// answered a compensation. Over durable state: a Saga's state only moves
+// forward and a finished one never changes; what its client was told agrees
+// with the log. After the settle phase: a committed Saga has every step
+// applied exactly once and none compensated; a compensated one has every
+// applied step compensated exactly once, newest first, and its store keys back
+// at their before-images (absent: the keys are private to the Saga); a failed
+// one stays failed until the operator resolves it; one that never began
+// applied nothing.
 //
 // Orchestrated 2PC transactions (a quarter of the flows) are checked the same
 // way: at the participant, a prepare, commit and abort are each applied at most
-// once, never a prepare once an abort was answered, a commit only after its prepare and
-// never beside an abort; calls leave only once o.begin, and for commit and abort
-// the matching decision, are durable; a durable commit decision has every
-// prepare durably ok. After the settle phase, a committed one (not resolved) has every
-// participant committed, and a rolled-back one has none committed and every
-// prepare that applied aborted: a participant that may have prepared is never
-// left prepared.
+// once, never a prepare once an abort was answered, a commit only after its
+// prepare and never beside an abort; calls leave only once o.begin, and for
+// commit and abort the matching decision, are durable; a durable commit
+// decision has every prepare durably ok. After the settle phase, a committed
+// one (not resolved) has every participant committed, and a rolled-back one
+// has none committed and every prepare that applied aborted: a participant
+// that may have prepared is never left prepared.
 import type { ParticipantCall } from "../../src/txn/types.ts";
 import type { OrchestrationSummary, StepDone, StepOp } from "../../src/wal/orchestration-records.ts";
 import type { Effect } from "../../src/txn/types.ts";
