@@ -1,21 +1,14 @@
-// Service-callback participants (dtx.register) and the sub-transaction
-// barrier in front of them. The barrier keeps, durably, which operations of a
-// (transaction, participant) finished, so that:
-//   - a retried or duplicated call runs the handler at most once (the
-//     recorded result is returned instead);
-//   - a compensation (or abort) that arrives before its action (prepare) was
-//     ever sent to the service records a no-op and does not call the handler
-//     ("null compensation"); one whose action was sent but not answered (the
-//     service hung up, the sidecar restarted) calls the handler, which finds
-//     nothing or something to undo;
-//   - an action (or prepare) that arrives after its compensation (abort) is
-//     refused ("suspension").
-// Operations of one (transaction, participant) run one at a time, in arrival
-// order: an abort that arrives while its prepare's handler still runs waits
-// for it, and then undoes what it did.
+// Service-callback participants (dtx.register) behind the sub-transaction
+// barrier. What the barrier decides (answer a recorded result, refuse, record a
+// null compensation, go ahead with a sent mark; which operation runs next) is
+// barrier.ts; this file does its I/O: it reads the key's entry from the log,
+// appends the records the barrier names and waits until they are durable,
+// pushes the callback frame to the service, times calls out and joins a retry
+// to the run still in flight.
 import type { Wal } from "../wal/wal.ts";
 import type { BarrierOp, StepOp } from "../wal/orchestration-records.ts";
 import type { ParticipantCall } from "../txn/types.ts";
+import { type BarrierLane, arrive, barrierKeyOf, barrierRecord, decide, leave, resultRecord } from "./barrier.ts";
 import type { CallOutcome } from "./outcome.ts";
 
 export interface CallbackTarget {
@@ -23,15 +16,13 @@ export interface CallbackTarget {
   push(conn: number, frame: Record<string, unknown>): boolean;
 }
 
-const undoOf: Partial<Record<StepOp, StepOp>> = { execute: "compensate", prepare: "abort" };
-const doOf: Partial<Record<StepOp, StepOp>> = { compensate: "execute", abort: "prepare" };
-
 export class ServiceParticipants {
   private services = new Map<string, number>();
   private calls = new Map<number, { conn: number; resolve: (o: CallOutcome) => void }>();
-  private inflight = new Map<string, Promise<CallOutcome>>();
-  /** Per (transaction, participant): the end of the queue of its operations. */
-  private turns = new Map<string, Promise<void>>();
+  /** Per (transaction, participant): its operations that arrived and have not finished (barrier.ts). */
+  private lanes = new Map<string, BarrierLane>();
+  /** Per (transaction, participant, operation) in a lane: its run, and how to start it when its turn comes. */
+  private runs = new Map<string, { done: Promise<CallOutcome>; start: () => void }>();
   private nextCb = 1;
 
   constructor(
@@ -61,18 +52,11 @@ export class ServiceParticipants {
   }
 
   /**
-   * A retry of a call whose handler is still running joins that run instead of
-   * starting another: the in-flight mark lasts as long as the handler, not as
-   * long as the caller is willing to wait (call.timeoutMs).
+   * A retry of a call whose handler is still running (or waiting its turn) joins that run instead of starting
+   * another: the run lasts as long as the handler, not as long as the caller is willing to wait (call.timeoutMs).
    */
   call(call: ParticipantCall): Promise<CallOutcome> {
-    const key = `${call.name}/${call.participantId}`;
-    const flightKey = `${key}/${call.op}`;
-    let running = this.inflight.get(flightKey);
-    if (!running) {
-      running = this.inTurn(key, () => this.throughBarrier(key, call)).finally(() => this.inflight.delete(flightKey));
-      this.inflight.set(flightKey, running);
-    }
+    const running = this.enter(call);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<CallOutcome>((resolve) => {
       timer = setTimeout(() => resolve({ outcome: "retry", error: `${call.endpoint} did not answer ${call.op} within ${call.timeoutMs} ms` }), call.timeoutMs);
@@ -80,55 +64,59 @@ export class ServiceParticipants {
     return Promise.race([running, timeout]).finally(() => clearTimeout(timer));
   }
 
-  /** Run fn after every operation of `key` that arrived before it has finished. */
-  private inTurn(key: string, fn: () => Promise<CallOutcome>): Promise<CallOutcome> {
-    const run = (this.turns.get(key) ?? Promise.resolve()).then(fn);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.turns.set(key, settled);
-    void settled.then(() => {
-      if (this.turns.get(key) === settled) this.turns.delete(key);
+  /** Put the call in its key's lane (or join the same operation's run there); resolves with the run's outcome. */
+  private enter(call: ParticipantCall): Promise<CallOutcome> {
+    const key = barrierKeyOf(call.name, call.participantId);
+    const runKey = `${key}/${call.op}`;
+    const arrived = arrive(this.lanes.get(key) ?? [], call.op);
+    if (arrived.join) return this.runs.get(runKey)!.done;
+    this.lanes.set(key, arrived.lane);
+    let start!: () => void;
+    const done = new Promise<CallOutcome>((resolve, reject) => {
+      start = () => void this.throughBarrier(key, call).then(resolve, reject).finally(() => this.finished(key, call.op));
     });
-    return run;
+    this.runs.set(runKey, { done, start });
+    if (arrived.start) start();
+    return done;
+  }
+
+  /** A run finished: it leaves the lane, and the operation whose turn it now is starts. */
+  private finished(key: string, op: StepOp): void {
+    this.runs.delete(`${key}/${op}`);
+    const left = leave(this.lanes.get(key) ?? [], op);
+    if (left.lane.length) this.lanes.set(key, left.lane);
+    else this.lanes.delete(key);
+    if (left.start) this.runs.get(`${key}/${left.start}`)?.start();
   }
 
   private async throughBarrier(key: string, call: ParticipantCall): Promise<CallOutcome> {
-    const entry = this.wal.barrierEntry(key);
-    const done = entry?.ops[call.op];
-    if (done && done.outcome !== "sent") return recorded(done);
-    const undo = undoOf[call.op];
-    if (undo && entry?.ops[undo]) {
-      await this.wal.append([{ r: "b.op", key, op: call.op, outcome: "refused", at: Date.now() }]);
-      return { outcome: "fail", error: `refused by the barrier: ${call.participantId} was already ${undo === "compensate" ? "compensated" : "aborted"}` };
+    const d = decide(this.wal.barrierEntry(key), call);
+    if (d.k === "answer") {
+      if (d.record) await this.record(key, call.op, d.record);
+      return d.answer;
     }
-    const original = doOf[call.op];
-    const ran = original ? entry?.ops[original]?.outcome : undefined;
-    if (original && ran !== "ok" && ran !== "sent") {
-      // Null compensation: the action was never sent here, or failed; record it so a late action is refused.
-      await this.wal.append([{ r: "b.op", key, op: call.op, outcome: "noop", at: Date.now() }]);
-      return { outcome: "ok", result: null };
-    }
-    const o = await this.invoke(key, call, undo !== undefined);
-    if (o.outcome === "ok") await this.wal.append([{ r: "b.op", key, op: call.op, outcome: "ok", result: o.result ?? null, at: Date.now() }]);
-    // A definitive no to an action or prepare is kept, so a duplicate gets it too and its undo is a no-op.
-    else if (o.outcome === "fail" && undo) await this.wal.append([{ r: "b.op", key, op: call.op, outcome: "failed", error: o.error, at: Date.now() }]);
+    const o = await this.invoke(key, call, d.record);
+    const result = resultRecord(call.op, o);
+    if (result) await this.record(key, call.op, result);
     return o;
   }
 
-  /** Push the call to its service. An action or prepare is durably marked sent first: from then on it may have run. */
-  private async invoke(key: string, call: ParticipantCall, markSent: boolean): Promise<CallOutcome> {
+  private record(key: string, op: StepOp, b: BarrierOp): Promise<void> {
+    return this.wal.append([barrierRecord(key, op, b, Date.now())]);
+  }
+
+  /** Push the call to its service. The sent mark (an action's or prepare's) is durable first: from then on it may have run. */
+  private async invoke(key: string, call: ParticipantCall, sent: BarrierOp | undefined): Promise<CallOutcome> {
     const service = call.endpoint.slice("service:".length);
     const notConnected = (): CallOutcome => ({ outcome: "retry", reached: false, error: `service ${service} is not connected to this sidecar (dtx.register("${service}", …))` });
     if (!this.services.has(service)) return notConnected();
-    if (markSent) await this.wal.append([{ r: "b.op", key, op: call.op, outcome: "sent", at: Date.now() }]);
+    if (sent) await this.record(key, call.op, sent);
     const conn = this.services.get(service);
     if (conn === undefined) return notConnected();
     const cb = this.nextCb++;
     return new Promise<CallOutcome>((resolve) => {
       this.calls.set(cb, { conn, resolve });
-      const sent = this.target.push(conn, {
+      const pushed = this.target.push(conn, {
         op: "callback",
         cb,
         service,
@@ -140,24 +128,10 @@ export class ServiceParticipants {
         context: call.context ?? null,
         action: call.action ?? null,
       });
-      if (!sent) {
+      if (!pushed) {
         this.calls.delete(cb);
         resolve({ outcome: "retry", reached: false, error: `service ${service} disconnected before the call was sent` });
       }
     });
-  }
-}
-
-function recorded(done: BarrierOp): CallOutcome {
-  switch (done.outcome) {
-    case "ok":
-    case "noop":
-      return { outcome: "ok", result: done.result ?? null };
-    case "refused":
-      return { outcome: "fail", error: "refused by the barrier" };
-    case "failed":
-      return { outcome: "fail", error: done.error ?? "failed" };
-    case "sent":
-      throw new Error("a call that was only sent has no recorded answer");
   }
 }

@@ -64,3 +64,26 @@ describe("the simulator catches a deliberately broken rule", () => {
     expect(simulate(found.seed, { brokenRule: "participant-decides-alone" }).stats).toEqual(again.stats);
   });
 });
+
+// The simulated participants run the production barrier (src/participants/barrier.ts); these break one of its
+// rules there. When written, each was caught at the seed named (replay: npm run sim:replay -- <seed> --broken=<rule>).
+describe("the simulator catches a deliberately broken rule of the shared barrier", () => {
+  const caught = (rule: BrokenRule) => {
+    const v = firstViolation(rule);
+    expect(v?.invariant).toBe("7");
+    expect(v?.message).toMatch(/(applied the action|prepared) after its (compensation|abort)/);
+    expect(v?.message).toContain(`replay: npm run sim:replay -- ${v?.seed} --broken=${rule}`);
+  };
+
+  test("barrier-forgets-null-compensation (seed 2): a compensation before its action is not recorded, so the late action runs after it", () => {
+    caught("barrier-forgets-null-compensation");
+  });
+
+  test("barrier-forgets-refusal (seed 2): an action after its compensation is not refused", () => {
+    caught("barrier-forgets-refusal");
+  });
+
+  test("barrier-out-of-turn (seed 1): an abort does not wait for its prepare still running, finds nothing to undo, and the prepare lands after it", () => {
+    caught("barrier-out-of-turn");
+  });
+});

@@ -1,35 +1,37 @@
 // Invariant 7 of DESIGN §8 for orchestrated Sagas: a Saga ends with each step
 // either applied or compensated, never both half-way, and each compensation
-// runs at most once. Counted where the effects land: at the simulated
-// participants (saga.ts) and, for store steps, in the orchestrating node's
-// durable log and store.
+// runs at most once. Counted where the effects land: at the services of the
+// simulated participants (participants.ts, behind the production barrier)
+// and, for store steps, in the orchestrating node's durable log and store.
 //
 // Per step: an operation the log already holds as finished is neither called
 // nor logged again. When a call leaves: the records that justify it are
 // durable (the engine rule, DESIGN §2). At the participant: an action or a
-// compensation is applied at most once, and never an action after its
-// compensation. Over durable state: a Saga's state only moves forward and a
-// finished one never changes; what its client was told agrees with the log.
-// After the settle phase: a committed Saga has every step applied exactly once
-// and none compensated; a compensated one has every applied step compensated
-// exactly once, newest first, and its store keys back at their before-images
-// (absent: the keys are private to the Saga); a failed one stays failed until
-// the operator resolves it; one that never began applied nothing.
+// compensation is applied at most once, and never an action once its barrier
+// answered a compensation. Over durable state: a Saga's state only moves
+// forward and a finished one never changes; what its client was told agrees
+// with the log. After the settle phase: a committed Saga has every step
+// applied exactly once and none compensated; a compensated one has every
+// applied step compensated exactly once, newest first, and its store keys back
+// at their before-images (absent: the keys are private to the Saga); a failed
+// one stays failed until the operator resolves it; one that never began
+// applied nothing.
 //
 // Orchestrated 2PC transactions (a quarter of the flows) are checked the same
 // way: at the participant, a prepare, commit and abort are each applied at most
-// once, never a prepare after its abort, a commit only after its prepare and
-// never beside an abort; calls leave only once o.begin, and for commit and abort
-// the matching decision, are durable; a durable commit decision has every
-// prepare durably ok. After the settle phase, a committed one (not resolved) has every
-// participant committed, and a rolled-back one has none committed and every
-// prepare that applied aborted: a participant that may have prepared is never
-// left prepared.
+// once, never a prepare once an abort was answered, a commit only after its
+// prepare and never beside an abort; calls leave only once o.begin, and for
+// commit and abort the matching decision, are durable; a durable commit
+// decision has every prepare durably ok. After the settle phase, a committed
+// one (not resolved) has every participant committed, and a rolled-back one
+// has none committed and every prepare that applied aborted: a participant
+// that may have prepared is never left prepared.
 import type { ParticipantCall } from "../../src/txn/types.ts";
 import type { OrchestrationSummary, StepDone, StepOp } from "../../src/wal/orchestration-records.ts";
 import type { Effect } from "../../src/txn/types.ts";
 import type { Checker } from "./invariants.ts";
-import type { ParticipantLedger, SagaRecord, Sagas } from "./saga.ts";
+import type { ParticipantLedger } from "./participants.ts";
+import type { SagaRecord, Sagas } from "./saga.ts";
 import type { Sim, SimNode } from "./simulator.ts";
 
 const rankOf: Record<string, number> = { active: 1, preparing: 1, compensating: 2, committing: 2, rolling_back: 2, failed: 3, committed: 4, compensated: 4, rolled_back: 4 };
@@ -68,7 +70,7 @@ export class SagaChecker {
       if (logged.some((d) => d.op === rec.op)) {
         this.fail("7", `saga ${rec.name} on ${sn.id}: step ${rec.index} logs ${rec.op} ${rec.outcome} again; its log already holds ${JSON.stringify(logged.map((d) => `${d.op}:${d.outcome}`))}`);
       }
-      if (rec.op === "compensate" && rec.writes) this.storeCompSeq.set(`${rec.name}/${rec.index}`, ++this.sagas.seq);
+      if (rec.op === "compensate" && rec.writes) this.storeCompSeq.set(`${rec.name}/${rec.index}`, this.sagas.participants.nextSeq());
     }
   }
 
@@ -101,19 +103,19 @@ export class SagaChecker {
 
   actionApplied(p: ParticipantLedger): void {
     if (p.executed > 1) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the action ${p.executed} times`);
-    if (p.compensated || p.nullCompensated) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the action after its compensation`);
+    if (p.compensated || p.compensationAnswered) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the action after its compensation`);
   }
 
   compensationApplied(p: ParticipantLedger): void {
     if (p.compensated > 1) this.fail("7", `saga ${p.name}: participant ${p.participantId} applied the compensation ${p.compensated} times`);
   }
 
-  /** A 2PC participant applied `op` (saga.ts counted it). */
+  /** A 2PC participant applied `op` (participants.ts counted it). */
   twoPhaseApplied(p: ParticipantLedger, op: "prepare" | "commit" | "abort"): void {
     const who = `${p.name}: participant ${p.participantId}`;
     const times = { prepare: p.prepared, commit: p.committed, abort: p.aborted }[op];
     if (times > 1) this.fail("7", `${who} applied ${op} ${times} times`);
-    if (op === "prepare" && (p.aborted || p.nullAborted)) this.fail("7", `${who} prepared after its abort`);
+    if (op === "prepare" && (p.aborted || p.abortAnswered)) this.fail("7", `${who} prepared after its abort`);
     if (op === "commit" && !p.prepared) this.fail("3", `${who} committed without having prepared`);
     if (p.committed && p.aborted) this.fail("1", `${who} both committed and aborted`);
   }
@@ -178,7 +180,7 @@ export class SagaChecker {
       const where = `saga ${t.name}`;
       if (!s) {
         for (const [i, step] of t.steps.entries()) {
-          const p = this.sagas.ledgers.get(step.participantId);
+          const p = this.sagas.participants.ledgers.get(step.participantId);
           if (p?.executed || p?.prepared) this.fail("7", `${where} never began on ${t.node}, yet step ${i} (${step.participantId}) applied its ${p.executed ? "action" : "prepare"}`);
         }
         for (const k of t.keys) if (store.kvGet(k)) this.fail("7", `${where} never began, yet the store of ${t.node} holds ${k}`);
@@ -205,7 +207,7 @@ export class SagaChecker {
           compensated = executed ? d.filter((x) => x.op === "compensate" && x.outcome === "ok").length : 0;
           if (compensated && executed) comps.push({ i, seq: this.storeCompSeq.get(`${t.name}/${i}`) ?? 0 });
         } else {
-          const p = this.sagas.ledgers.get(step.participantId)!;
+          const p = this.sagas.participants.ledgers.get(step.participantId)!;
           executed = p.executed;
           compensated = p.compensated;
           // A compensation given up on may still land late: no order for it.
@@ -246,7 +248,7 @@ export class SagaChecker {
   /** After the settle phase, an orchestrated 2PC transaction: all committed, or none and every prepare undone. */
   private finalTwoPhase(t: SagaRecord, s: OrchestrationSummary, resolved: boolean): void {
     for (const [i, step] of t.steps.entries()) {
-      const p = this.sagas.ledgers.get(step.participantId)!;
+      const p = this.sagas.participants.ledgers.get(step.participantId)!;
       const d = s.done[i] ?? [];
       const what = `${t.name} ended ${s.state}${resolved ? " (resolved by the operator)" : ""}, but participant ${i} (${p.participantId}) prepared ${p.prepared}, committed ${p.committed} and aborted ${p.aborted} times`;
       // The operator settles by hand a participant whose commit or abort gave up.

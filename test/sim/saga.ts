@@ -1,34 +1,20 @@
 // Orchestrated transactions in the simulator: simulated clients that create a
 // Saga (o_create, consistency "eventual") or, for a quarter of them, an
 // orchestrated 2PC transaction (consistency "immediate"), add participants,
-// execute it and sometimes abort it, and the simulated external participants
-// that answer the node's "call" effects. Saga steps are either external
-// ("http://sim/<id>") or built-in-store steps on the orchestrating node
-// ("store:", payload {put}); 2PC participants are all external.
-//
-// A simulated participant honours idempotency keys (it applies each key once
-// and answers a repeat with the recorded answer) and keeps a barrier per
-// (transaction, participant), as DESIGN §5 asks of participants: a
-// compensation (abort) that arrives before its action (prepare) is a no-op, an
-// action (prepare) that arrives after its compensation (abort) is refused. It
-// records every operation it applies, which the checks of invariant 7
-// (saga-invariants.ts) count.
-//
-// Faults on the participant side, drawn from the PRNG: definitive refusals,
-// retryable failures, lost requests and answers (the call times out), slow
-// answers, duplicated and late results (fed to the node again after the one
-// the runtime delivers), participants whose compensations keep failing
-// while the faults last, so a short retry budget runs out and the Saga ends
-// "failed" (after compensating the other steps) until the simulated operator
-// resolves it once the faults stop, and refused connections: a call that never
-// reaches the participant (reached: false), now and then or, for a participant
-// that goes down at some point while the faults last, every call from then on,
-// so its short budget runs out (with nothing applied, if it was down from the
-// first call).
+// execute it and sometimes abort it. Saga steps are either external
+// ("http://sim/<id>", answered by the simulated participants of
+// participants.ts: services behind the production barrier) or built-in-store
+// steps on the orchestrating node ("store:", payload {put}); 2PC participants
+// are all external. Faults on the client side: an abort from another
+// connection while it runs, a hang-up after execute, lost answers (the client
+// polls status), and a failed transaction the simulated operator resolves once
+// the faults stop. Each external participant gets a short retry policy, and a
+// stuck or down one a budget it will exhaust.
 import { ErrorCode } from "../../src/protocol/errors.ts";
 import type { ParticipantSpec } from "../../src/protocol/orchestration.ts";
 import type { CallOutcome } from "../../src/participants/outcome.ts";
 import type { ParticipantCall } from "../../src/txn/types.ts";
+import { type Behaviour, Participants } from "./participants.ts";
 import type { Answer, Conn, Request, Sim } from "./simulator.ts";
 
 export const simEndpoint = "http://sim/";
@@ -50,41 +36,6 @@ export interface SagaRecord {
   done: boolean;
 }
 
-/** One simulated participant's view of one Saga step (per participant id: ids are unique per Saga). */
-export interface ParticipantLedger {
-  name: string;
-  participantId: string;
-  behaviour: Behaviour;
-  /** Answers recorded per idempotency key. */
-  answers: Map<string, CallOutcome>;
-  /** How many times the action was applied (must end 0 or 1). */
-  executed: number;
-  /** How many times the compensation was applied (must end 0 or 1), and a global order number for the last one. */
-  compensated: number;
-  compensatedSeq?: number;
-  /** A compensation arrived before its action: recorded as a no-op, the action is refused from then on. */
-  nullCompensated: boolean;
-  /** 2PC: how many times the prepare, commit and abort were applied (each must end 0 or 1). */
-  prepared: number;
-  committed: number;
-  aborted: number;
-  /** 2PC: an abort arrived before its prepare: a no-op, and the prepare is refused from then on. */
-  nullAborted: boolean;
-  calls: number;
-}
-
-interface Behaviour {
-  /** Refuses the action for good (a business "no"). */
-  refuse: boolean;
-  retryP: number;
-  /** Compensations (Saga), commits and aborts (2PC) answer "retry" while the faults last. */
-  stuckCompensate: boolean;
-  /** Chance that a call's connection is refused while the faults last (it never reaches the participant). */
-  downP: number;
-  /** From this time on, while the faults last, it refuses every connection (it went down). */
-  downAt?: number;
-}
-
 const isOk = (a: Answer): a is Extract<Answer, { ok: true }> => !("lost" in a) && a.ok;
 const isLost = (a: Answer): a is { lost: true } => "lost" in a;
 const errorCode = (a: Answer): string | undefined => ("lost" in a || a.ok ? undefined : a.error.code);
@@ -92,13 +43,13 @@ const finalStates = new Set(["committed", "compensated", "rolled_back"]);
 
 export class Sagas {
   readonly sagas: SagaRecord[] = [];
-  readonly ledgers = new Map<string, ParticipantLedger>();
+  readonly participants: Participants;
   private readonly byName = new Map<string, SagaRecord>();
   private inFlight = 0;
-  /** Orders applied compensations across participants (and store steps, see the checker). */
-  seq = 0;
 
-  constructor(private readonly sim: Sim) {}
+  constructor(private readonly sim: Sim) {
+    this.participants = new Participants(sim);
+  }
 
   saga(name: string): SagaRecord | undefined {
     return this.byName.get(name);
@@ -107,7 +58,7 @@ export class Sagas {
   waiting(): string[] {
     const open = this.sagas.filter((s) => !s.done).map((s) => `the client of saga ${s.name} is still waiting`);
     if (this.inFlight) open.push(`${this.inFlight} saga client calls unanswered`);
-    return open;
+    return [...open, ...this.participants.waiting()];
   }
 
   // ---- the clients -----------------------------------------------------------
@@ -139,7 +90,7 @@ export class Sagas {
       const down = rng.chance(0.08);
       const downAt = down ? this.sim.now + (rng.chance(0.5) ? 0 : rng.int(400)) : undefined;
       const behaviour: Behaviour = { refuse: rng.chance(0.12), retryP: rng.chance(0.5) ? rng.next() * 0.4 : 0, stuckCompensate: stuck, downP: rng.chance(0.3) ? rng.next() * 0.5 : 0, downAt };
-      this.ledgers.set(participantId, { name: s.name, participantId, behaviour, answers: new Map(), executed: 0, compensated: 0, nullCompensated: false, prepared: 0, committed: 0, aborted: 0, nullAborted: false, calls: 0 });
+      this.participants.add(s.name, participantId, behaviour);
       s.steps.push({ participantId, store: false });
       // Short policies so Sagas finish within a run; a stuck or down participant gets a budget it will exhaust.
       const retryPolicy = stuck || down
@@ -253,68 +204,13 @@ export class Sagas {
     this.sim.checker.fail("6", `saga ${s.name}: ${op} answered ${isLost(a) ? "nothing" : JSON.stringify(a)}, which the client's own actions cannot explain`);
   }
 
-  // ---- the simulated participants ------------------------------------------
+  // ---- the simulated participants (participants.ts) --------------------------
 
-  /** Whether the connection of this call is refused: then it never reaches the participant. */
   refuses(call: ParticipantCall): boolean {
-    const b = this.ledgers.get(call.participantId)?.behaviour;
-    if (!b || !this.sim.faultsOn) return false;
-    return (b.downAt !== undefined && this.sim.now >= b.downAt) || this.sim.rng.chance(b.downP);
+    return this.participants.refuses(call);
   }
 
-  /** A request reaches participant `call.participantId`: apply it at most once per idempotency key, behind the barrier. */
-  handle(call: ParticipantCall): CallOutcome {
-    const p = this.ledgers.get(call.participantId);
-    if (!p) throw new Error(`call to unknown simulated participant ${call.participantId}`);
-    p.calls++;
-    const seen = p.answers.get(call.idempotencyKey);
-    if (seen) return seen;
-    if (this.sim.faultsOn && this.sim.rng.chance(p.behaviour.retryP)) return { outcome: "retry", error: "HTTP 503" };
-    const answer = this.apply(p, call);
-    if (answer.outcome !== "retry") p.answers.set(call.idempotencyKey, answer);
-    return answer;
-  }
-
-  private apply(p: ParticipantLedger, call: ParticipantCall): CallOutcome {
-    const stuck = this.sim.faultsOn && p.behaviour.stuckCompensate;
-    const checker = this.sim.sagaChecker;
-    switch (call.op) {
-      case "execute":
-        if (p.compensated || p.nullCompensated) return { outcome: "fail", error: "refused: already compensated" };
-        if (p.behaviour.refuse) return { outcome: "fail", error: "HTTP 409 insufficient funds" };
-        p.executed++;
-        checker.actionApplied(p);
-        return { outcome: "ok", result: { applied: call.participantId } };
-      case "compensate":
-        if (stuck) return { outcome: "retry", error: "HTTP 503 (compensation backend down)" };
-        if (!p.executed) {
-          p.nullCompensated = true;
-          return { outcome: "ok", result: null };
-        }
-        p.compensated++;
-        p.compensatedSeq = ++this.seq;
-        checker.compensationApplied(p);
-        return { outcome: "ok", result: { compensated: call.participantId } };
-      case "prepare":
-        if (p.aborted || p.nullAborted) return { outcome: "fail", error: "refused: already aborted" };
-        if (p.behaviour.refuse) return { outcome: "fail", error: "votes abort: insufficient funds" };
-        p.prepared++;
-        checker.twoPhaseApplied(p, "prepare");
-        return { outcome: "ok", result: { vote: "prepared" } };
-      case "commit":
-        if (stuck) return { outcome: "retry", error: "HTTP 503 (commit backend down)" };
-        p.committed++;
-        checker.twoPhaseApplied(p, "commit");
-        return { outcome: "ok", result: null };
-      case "abort":
-        if (stuck) return { outcome: "retry", error: "HTTP 503 (abort backend down)" };
-        if (!p.prepared) {
-          p.nullAborted = true;
-          return { outcome: "ok", result: null };
-        }
-        p.aborted++;
-        checker.twoPhaseApplied(p, "abort");
-        return { outcome: "ok", result: null };
-    }
+  handle(call: ParticipantCall, answer: (o: CallOutcome) => void): void {
+    this.participants.handle(call, answer);
   }
 }

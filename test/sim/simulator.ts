@@ -25,6 +25,7 @@ import { Sagas, simEndpoint } from "./saga.ts";
 import { SagaChecker } from "./saga-invariants.ts";
 import type { ParticipantCall } from "../../src/txn/types.ts";
 import type { CallOutcome } from "../../src/participants/outcome.ts";
+import type { BarrierBrokenRule } from "../../src/participants/barrier.ts";
 
 /**
  * Deliberately broken rules, to prove the checks catch them (the Node is never changed):
@@ -32,9 +33,10 @@ import type { CallOutcome } from "../../src/participants/outcome.ts";
  * - unpersisted-step-skips-wait: a step that persists nothing does not wait for what earlier steps persisted;
  * - participant-decides-alone: a branch in doubt for 500 ms rolls back by itself;
  * - call-before-persist: participant calls of orchestrated Sagas leave without waiting for any flush;
- * - compensation-unlogged: the o.step record of a finished compensation is dropped (a wrapper around Node.step).
+ * - compensation-unlogged: the o.step record of a finished compensation is dropped (a wrapper around Node.step);
+ * - barrier-*: a rule of the production barrier the simulated participants run (src/participants/barrier.ts).
  */
-export type BrokenRule = "send-before-persist" | "unpersisted-step-skips-wait" | "participant-decides-alone" | "call-before-persist" | "compensation-unlogged";
+export type BrokenRule = "send-before-persist" | "unpersisted-step-skips-wait" | "participant-decides-alone" | "call-before-persist" | "compensation-unlogged" | BarrierBrokenRule;
 
 export interface SimOptions {
   brokenRule?: BrokenRule;
@@ -451,12 +453,13 @@ export class Sim {
       return this.later(1 + this.rng.int(this.faults.delayMaxMs), () => deliver({ outcome: "retry", reached: false, error: `${call.endpoint}: ECONNREFUSED` }));
     }
     if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the request is lost
-    this.later(delay(), () => {
-      const o = this.sagas.handle(call);
-      this.log(`${call.participantId} answers ${call.op} #${call.callId}: ${o.outcome}${o.error ? ` (${o.error})` : ""}`);
-      if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the answer is lost
-      this.later(delay(), () => deliver(o));
-    });
+    this.later(delay(), () =>
+      this.sagas.handle(call, (o) => {
+        this.log(`${call.participantId} answers ${call.op} #${call.callId}: ${o.outcome}${o.error ? ` (${o.error})` : ""}`);
+        if (this.faultsOn && this.rng.chance(this.faults.dropP)) return; // the answer is lost
+        this.later(delay(), () => deliver(o));
+      }),
+    );
   }
 
   private callResult(sn: SimNode, epoch: number, call: ParticipantCall, o: CallOutcome): void {
