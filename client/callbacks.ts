@@ -1,7 +1,8 @@
 // Services as participants (dtx.register): the handlers this client serves, and its answers to the
 // callback frames the sidecar pushes. A connection serves them from its hello on, so after a redial
 // every service is registered again.
-import type { CallbackFrame } from "../src/protocol/replies.ts";
+import { describeZodError } from "../src/protocol/messages.ts";
+import { type CallbackFrame, callbackFrame } from "../src/protocol/replies.ts";
 import { reasonOf, unknownKeys } from "./checks.ts";
 import type { Args, Conn } from "./connection.ts";
 
@@ -44,8 +45,10 @@ export class Services {
   }
 
   private async answer(frame: Record<string, unknown>): Promise<Args<"callback_result">> {
-    const f = frame as CallbackFrame;
-    const cb = f.cb;
+    const read = callbackFrame.safeParse(frame);
+    const cb = frame.cb as number;
+    if (!read.success) return { cb, ok: false, error: `the client could not read the call: ${describeZodError(read.error)}`, retryable: false };
+    const f = read.data;
     const method = methods[f.method];
     const handler = method ? this.handlers.get(f.service)?.[method] : undefined;
     if (!handler) return { cb, ok: false, error: `service ${f.service} has no ${method ?? f.method} handler`, retryable: method !== "action" && method !== "prepare" };

@@ -1,10 +1,10 @@
 // The client's connection to its sidecar: one Unix socket, pipelined msgpack frames, replies matched by
-// id, redialed when lost.
+// id and read with their op's schema (src/protocol/replies.ts), redialed when lost.
 import type { Socket } from "bun";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
-import type { ClientOp, ClientRequest } from "../src/protocol/messages.ts";
-import type { ReplyOf } from "../src/protocol/replies.ts";
+import { type ClientOp, type ClientRequest, describeZodError } from "../src/protocol/messages.ts";
+import { replies, type ReplyOf } from "../src/protocol/replies.ts";
 import { DtxClientError, errorFromWire, OutcomeUnknownError, ProtocolError } from "./errors.ts";
 
 export type Args<Op extends ClientOp> = Omit<Extract<ClientRequest, { op: Op }>, "id" | "op">;
@@ -146,7 +146,9 @@ export class Conn {
         continue;
       }
       const { id: _id, ok: _ok, ...result } = reply;
-      p.resolve(result);
+      const read = replies[p.op].safeParse(result);
+      if (read.success) p.resolve(read.data);
+      else p.reject(new ProtocolError("BAD_REPLY", `the sidecar's reply to ${p.op} is not one this client reads: ${describeZodError(read.error)}`));
     }
   }
 }
@@ -189,8 +191,6 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
     );
     try {
       const hello = await c.send("hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
-      if (typeof hello.sidecar !== "string") throw new ProtocolError("BAD_REPLY", `hello reply has no string field sidecar: ${JSON.stringify(hello)}`);
-      if (typeof hello.defaultTimeoutMs !== "number") throw new ProtocolError("BAD_REPLY", `hello reply has no defaultTimeoutMs: ${JSON.stringify(hello)}`);
       c.sidecar = hello.sidecar;
       c.defaultTimeoutMs = hello.defaultTimeoutMs;
       await hooks.opened(c);
