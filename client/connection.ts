@@ -155,7 +155,6 @@ export class Conn {
 
 /** The client's connection: one Conn at a time, dialed when first needed and again after it is lost. */
 export interface Connection {
-  readonly path: string;
   /** The current socket, dialed (with bounded retry) if there is none. */
   ready(): Promise<Conn>;
   call<Op extends ClientOp>(op: Op, args: Args<Op>): Promise<ReplyOf<Op>>;
@@ -241,7 +240,6 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
   }
 
   return {
-    path,
     ready,
     call: async (op, args) => (await ready()).request(op, args),
     close() {
