@@ -15,7 +15,7 @@ export * from "./errors.ts";
 export type { SqlHandle } from "./sql.ts";
 export type { BeginOptions, CallbackCall, ConnectOptions, ServiceHandlers, Tx };
 
-export type Protocol = "2pc" | "saga";
+export type Protocol = PrepareResult["protocol"];
 export type ListOptions = Args<"list">;
 export type CreateOptions = Omit<Args<"o_create">, "name">;
 /** What addParticipant takes: defaults (supports2pc, supportsSaga, retryPolicy) may be left out. */
