@@ -1,5 +1,6 @@
 // Errors a dtx client call can reject with. Each has a stable `code` and says whether a retry can help.
-import type { WireError } from "../src/protocol/errors.ts";
+import { wireErrorSchema } from "../src/protocol/errors.ts";
+import { describeZodError } from "../src/protocol/messages.ts";
 
 export class DtxClientError extends Error {
   override readonly name: string = "DtxClientError";
@@ -90,13 +91,10 @@ export class ProtocolError extends DtxClientError {
 
 /** Turn the `error` of a `{ ok: false }` reply into the matching class. */
 export function errorFromWire(error: unknown): DtxClientError {
-  if (typeof error !== "object" || error === null || typeof (error as WireError).code !== "string") {
-    return new ProtocolError("BAD_REPLY", `sidecar sent an unreadable error: ${JSON.stringify(error)}`);
-  }
-  const e = error as WireError;
-  const message = typeof e.message === "string" ? e.message : e.code;
-  const participant = typeof e.participant === "string" ? e.participant : undefined;
-  switch (e.code) {
+  const read = wireErrorSchema.safeParse(error);
+  if (!read.success) return new ProtocolError("BAD_REPLY", `sidecar sent an unreadable error (${describeZodError(read.error)}): ${JSON.stringify(error)}`);
+  const { code, message, retryable, participant } = read.data;
+  switch (code) {
     case "TRANSACTION_ABORTED":
       return new TransactionAbortedError(message, participant);
     case "TRANSACTION_CONFLICT":
@@ -108,7 +106,7 @@ export function errorFromWire(error: unknown): DtxClientError {
     case "NOT_FOUND":
       return new NotFoundError(message);
     default:
-      if (e.code.startsWith("SQL_")) return new SqlError(e.code, message, undefined, e.retryable === true);
-      return new ProtocolError(e.code, message, e.retryable === true);
+      if (code.startsWith("SQL_")) return new SqlError(code, message, undefined, retryable);
+      return new ProtocolError(code, message, retryable);
   }
 }

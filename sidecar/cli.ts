@@ -190,7 +190,7 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
     }
     if (command === "resolve") {
       const r = await client.resolve(name, outcome);
-      return json ? JSON.stringify(r) : `${name}: ${String(r.outcome ?? r.state)}`;
+      return json ? JSON.stringify(r) : `${name}: ${r.outcome}`;
     }
     if (command === "status") {
       const s = await client.status(name);

@@ -4,16 +4,26 @@
 // the dashboard's page and the federation endpoint (its own HMAC handshake) stay open.
 import type { Server, WebSocketHandler } from "bun";
 import { version } from "../package.json" with { type: "json" };
+import type { Federation } from "../src/federation/federation.ts";
 import type { AcceptedSocket } from "../src/federation/peer-accept.ts";
+import type { ReplyBody } from "../src/txn/types.ts";
 import type { AdminGate } from "./admin-auth.ts";
 import { ConfigError, type SidecarConfig } from "./config.ts";
 import { dashboardHtml } from "./dashboard.ts";
-import type { Sidecar } from "./sidecar.ts";
+
+/** What HTTP reads of the sidecar it answers for (sidecar.ts's Sidecar, which imports this file). */
+export interface HttpSidecar {
+  readonly config: { readonly id: string };
+  readonly ready: boolean;
+  readonly federation: Pick<Federation, "newSocketData" | "peers">;
+  readonly metrics: { render(): string };
+  ask(req: { op: string; [k: string]: unknown }): Promise<ReplyBody>;
+}
 
 export interface SidecarHttp {
   server: Server<AcceptedSocket>;
   /** Answer for the sidecar from now on; until then /healthz says ok and everything else 503. */
-  serve(sidecar: Sidecar): void;
+  serve(sidecar: HttpSidecar): void;
 }
 
 /**
@@ -35,7 +45,7 @@ export function bindHttp(config: SidecarConfig, websocket: WebSocketHandler<Acce
 
 function startHttp(config: SidecarConfig, websocket: WebSocketHandler<AcceptedSocket>, gate: AdminGate): SidecarHttp {
   const json = (body: unknown, status = 200) => Response.json(body, { status });
-  let sidecar: Sidecar | undefined;
+  let sidecar: HttpSidecar | undefined;
   const server = Bun.serve<AcceptedSocket>({
     hostname: config.host,
     port: config.port,

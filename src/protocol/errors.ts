@@ -1,4 +1,6 @@
-// Stable error codes shared by the sidecar, its peers and the client.
+// Stable error codes shared by the sidecar, its peers and the client, and the error body that carries them.
+import { z } from "zod";
+
 export const ErrorCode = {
   BAD_REQUEST: "BAD_REQUEST",
   FRAME_TOO_LARGE: "FRAME_TOO_LARGE",
@@ -37,15 +39,20 @@ const retryableCodes: ReadonlySet<string> = new Set([
   ErrorCode.SQL_CONNECTION_FAILED,
 ]);
 
-export interface WireError {
-  code: string;
-  message: string;
-  retryable: boolean;
+/**
+ * The `error` of a `{ id, ok: false, error }` reply (and of a federation `decided` body). Not strict: a
+ * newer sidecar may add fields; a reader keeps only these.
+ */
+export const wireErrorSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  retryable: z.boolean(),
   /** The branch (participant) that caused an abort, when known. */
-  participant?: string;
+  participant: z.string().optional(),
   /** Why a transaction was aborted, when it was. */
-  reason?: string;
-}
+  reason: z.string().optional(),
+});
+export type WireError = z.infer<typeof wireErrorSchema>;
 
 export function wireError(code: ErrorCode, message: string, extra: Partial<WireError> = {}): WireError {
   return { code, message, retryable: retryableCodes.has(code), ...extra };

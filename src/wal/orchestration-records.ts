@@ -3,7 +3,7 @@
 // and of the sub-transaction barrier in front of service callbacks.
 import type { TxnState } from "../protocol/messages.ts";
 import type { ParticipantSpec } from "../protocol/orchestration.ts";
-import type { Protocol, Write } from "./records.ts";
+import type { Protocol, Write } from "./types.ts";
 
 /** An operation on one participant of an orchestrated transaction. */
 export type StepOp = "prepare" | "commit" | "abort" | "execute" | "compensate";

@@ -2,9 +2,11 @@
 // Both Wal implementations use foldRecord, so LMDB and memory cannot disagree.
 import type { TxnState } from "../protocol/messages.ts";
 import { type BarrierSummary, type OrchestrationRecord, type OrchestrationSummary, foldOrchestration, orchestrationRecordKey } from "./orchestration-records.ts";
+import type { Protocol, Write } from "./types.ts";
+
+export type { Protocol, Write } from "./types.ts"; // where the engine reads them
 
 export type Outcome = "commit" | "rollback";
-export type Protocol = "2pc" | "saga";
 
 export interface BranchRef {
   id: string;
@@ -19,9 +21,6 @@ export interface SqlResourceRef {
   gid: string;
   kind: "postgres" | "mysql";
 }
-
-/** A write in a branch's write set: a value, or a deletion. */
-export type Write = [key: string, value: unknown, deleted: boolean];
 
 export type LogRecord =
   | OrchestrationRecord

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { connect } from "../../client/index.ts";
+import { PROTOCOL_VERSION } from "../../src/limits.ts";
 import { HttpParticipant } from "../helpers/http-participant.ts";
 import { SidecarProcess, tempDir } from "../helpers/sidecar-process.ts";
 
@@ -267,7 +268,7 @@ describe("dtx resolve answers within a bound", () => {
             if (ev.kind !== "body") continue;
             const req = ev.body as { id: number; op: string };
             heard.push(req.op);
-            if (req.op === "hello") s.write(encodeFrame({ id: req.id, ok: true, sidecar: "mute", defaultTimeoutMs: 30_000 }));
+            if (req.op === "hello") s.write(encodeFrame({ id: req.id, ok: true, version: PROTOCOL_VERSION, sidecar: "mute", defaultTimeoutMs: 30_000 }));
           }
         },
       },

@@ -68,4 +68,11 @@ describe("errorFromWire", () => {
       expect(e.code).toBe("BAD_REPLY");
     }
   });
+
+  test("an error missing a field of the error body is BAD_REPLY naming that field", () => {
+    const e = errorFromWire({ code: "NOT_FOUND", message: "no transaction x" });
+    expect(e).toBeInstanceOf(ProtocolError);
+    expect(e.code).toBe("BAD_REPLY");
+    expect(e.message).toContain("retryable");
+  });
 });

@@ -106,6 +106,15 @@ async function client(path: string, opts: { reconnect?: boolean } = {}): Promise
 }
 
 const ok = (req: Req, result: object = {}) => ({ id: req.id, ok: true, ...result });
+const statusView = (name: string) => ({
+  name,
+  state: "prepared",
+  protocol: "2pc",
+  coordinator: "fake",
+  participants: [],
+  timestamps: { begun: 1, prepared: 2, decided: null, finished: null },
+  error: null,
+});
 const fail = (req: Req, code: string, message = code, extra: object = {}) => ({
   id: req.id,
   ok: false,
@@ -277,6 +286,44 @@ describe("client wire", () => {
     expect(Date.now() - started).toBeLessThan(1000);
   });
 
+  test("a reply that does not match its op's schema rejects that call with BAD_REPLY naming the field; the connection stays", async () => {
+    const fake = fakeSidecar((req, reply) => {
+      if (req.op === "commit") reply(ok(req, { name: req.name, outcome: "committed", protocol: "2pc" }));
+      if (req.op === "get") reply(ok(req, { found: false }));
+    });
+    const dtx = await client(fake.path);
+    const err = await dtx.commitDistributed("order-42").catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("BAD_REPLY");
+    expect(err.message).toContain("commit");
+    expect(err.message).toContain("pending");
+    expect(await dtx.get("a")).toBeUndefined();
+    expect(fake.connections).toBe(1);
+  });
+
+  test("fields a newer sidecar adds to a reply reach the caller", async () => {
+    const fake = fakeSidecar((req, reply) => reply(ok(req, { name: req.name, outcome: "committed", protocol: "2pc", pending: [], committedAt: 7 })));
+    const dtx = await client(fake.path);
+    expect(await dtx.commitDistributed("order-42")).toEqual({ name: "order-42", outcome: "committed", protocol: "2pc", pending: [], committedAt: 7 });
+  });
+
+  test("a hello reply without the sidecar's id fails connect with BAD_REPLY", async () => {
+    const path = `${tmpdir()}/dtx-client-${process.pid}-${seq++}.sock`;
+    const server = Bun.listen({
+      unix: path,
+      socket: {
+        data(s, chunk) {
+          for (const ev of new FrameDecoder().push(chunk)) s.write(encodeFrame(ok(ev.kind === "body" ? (ev.body as Req) : ({ id: 0 } as Req), { version: PROTOCOL_VERSION, defaultTimeoutMs: 30_000 })));
+        },
+      },
+    });
+    cleanups.push(() => server.stop(true));
+    const err = await connect({ socket: path }).catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("BAD_REPLY");
+    expect(err.message).toContain("sidecar");
+  });
+
   test("close rejects pending calls with CLIENT_CLOSED and refuses later ones", async () => {
     const fake = fakeSidecar();
     const dtx = await connect({ socket: fake.path });
@@ -301,6 +348,8 @@ describe("client transactions", () => {
           return reply(ok(req, req.key === "stock/A" ? { found: true, value: 9 } : { found: false }));
         case "prepare":
           return reply(prepare(req));
+        case "status":
+          return reply(ok(req, statusView(req.name)));
         default:
           return reply(ok(req));
       }
@@ -491,5 +540,38 @@ describe("client transactions", () => {
     expect(await dtx.commitDistributed("order-42")).toEqual({ name: "order-42", outcome: "committed", protocol: "2pc", pending: ["B"] });
     const err = await dtx.rollbackDistributed("order-9").catch((e) => e);
     expect(err.code).toBe("NOT_FOUND");
+  });
+});
+
+describe("client callbacks", () => {
+  const call = { op: "callback", service: "payments", method: "execute", name: "order-42", participantId: "pay", idempotencyKey: "order-42/pay/execute", payload: { amount: 5 }, context: null, action: "charge" };
+  /** After register, pushes each of `frames` to the client. */
+  const serviceSidecar = (frames: object[]) =>
+    fakeSidecar((req, reply) => {
+      if (req.op === "register") {
+        reply(ok(req, { service: req.service }));
+        for (const f of frames) reply(f);
+      } else reply(ok(req));
+    });
+
+  test("a callback frame runs its handler, whose result goes back as callback_result", async () => {
+    const fake = serviceSidecar([{ ...call, cb: 7 }]);
+    const dtx = await client(fake.path);
+    const seen: unknown[] = [];
+    await dtx.register("payments", { action: (c) => (seen.push(c), { charged: 5 }) });
+    await fake.received("callback_result");
+    expect(seen).toEqual([{ name: "order-42", participantId: "pay", idempotencyKey: "order-42/pay/execute", payload: { amount: 5 }, context: null, action: "charge" }]);
+    expect(fake.requests.find((r) => r.op === "callback_result")).toEqual({ id: 3, op: "callback_result", cb: 7, ok: true, result: { charged: 5 } });
+  });
+
+  test("a callback frame the client cannot read fails for good, naming the field, and runs no handler", async () => {
+    const { idempotencyKey: _, ...unreadable } = call;
+    const fake = serviceSidecar([{ ...unreadable, cb: 8 }]);
+    const dtx = await client(fake.path);
+    let ran = false;
+    await dtx.register("payments", { action: () => void (ran = true) });
+    await fake.received("callback_result");
+    expect(fake.requests.find((r) => r.op === "callback_result")).toMatchObject({ cb: 8, ok: false, retryable: false, error: expect.stringContaining("idempotencyKey") });
+    expect(ran).toBe(false);
   });
 });
