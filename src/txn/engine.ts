@@ -11,7 +11,6 @@ import { timing } from "../limits.ts";
 import { LockTable } from "../store/locks.ts";
 import type { LogRecord } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
-import { answerForwarded, FORWARDED, type ForwardedIn, type ForwardedOut } from "./forwarding.ts";
 import { Orchestrator } from "./orchestrator.ts";
 import { abortedError } from "./rollback-errors.ts";
 import type { Branch, BranchState, Coord } from "./state.ts";
@@ -40,6 +39,11 @@ export type Peer<T extends PeerMessage["t"]> = Extract<PeerMessage, { t: T }>;
 export type Op<O extends ClientInput["op"]> = Extract<ClientInput, { op: O }>;
 
 export const bkey = (name: string, branch: string) => `${name}/${branch}`;
+
+/** The ReplyTo connection of a request another sidecar forwarded here (forwarding.ts): its answer goes back over the federation. */
+export const FORWARDED = -1;
+export type ForwardedIn = Map<number, { peer: string; req: string; name: string }>;
+export type ForwardedOut = Map<string, { to: ReplyTo; name: string; asked: number; notFound: number; deadline: number }>;
 
 /** A reply sent before the one rule would send it: see Effect "reply" in types.ts. */
 export type Release = "unlogged" | "immediate";
@@ -133,7 +137,10 @@ export class Engine {
   /** `release`: sent sooner than the rule says (see Effect "reply"); the default waits for everything logged so far. */
   reply(to: ReplyTo, body: ReplyBody, release?: Release) {
     if (to.conn !== FORWARDED) return void this.out.push(release ? { k: "reply", to, body, [release]: true } : { k: "reply", to, body });
-    answerForwarded(this, to.id, body);
+    const f = this.forwardedIn.get(to.id);
+    if (!f) return;
+    this.forwardedIn.delete(to.id);
+    this.send(f.peer, { t: "decided", name: f.name, req: f.req, from: this.id, body });
   }
 
   /** The built-in store's next commit version. */

@@ -5,14 +5,8 @@
 import { ErrorCode, wireError } from "../protocol/errors.ts";
 import { timing } from "../limits.ts";
 import type { Outcome } from "../wal/records.ts";
-import type { Engine, Peer } from "./engine.ts";
+import { type Engine, FORWARDED, type Peer } from "./engine.ts";
 import type { ReplyBody, ReplyTo } from "./types.ts";
-
-/** The ReplyTo connection of a request another sidecar forwarded here. */
-export const FORWARDED = -1;
-
-export type ForwardedIn = Map<number, { peer: string; req: string; name: string }>;
-export type ForwardedOut = Map<string, { to: ReplyTo; name: string; asked: number; notFound: number; deadline: number }>;
 
 /** Ask the coordinator: the one a local branch names, else every configured peer. */
 export function forwardDecision(e: Engine, name: string, outcome: Outcome, from: ReplyTo, now: number) {
@@ -35,13 +29,6 @@ export function acceptForwarded(e: Engine, msg: Peer<"decide">): ReplyTo {
 }
 
 /** The answer to another sidecar's client goes back over the federation. */
-export function answerForwarded(e: Engine, id: number, body: ReplyBody) {
-  const f = e.forwardedIn.get(id);
-  if (!f) return;
-  e.forwardedIn.delete(id);
-  e.send(f.peer, { t: "decided", name: f.name, req: f.req, from: e.id, body });
-}
-
 export function onDecided(e: Engine, msg: Peer<"decided">) {
   const f = e.forwardedOut.get(msg.req);
   if (!f) return; // answered already, or timed out
