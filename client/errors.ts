@@ -93,10 +93,10 @@ export class ProtocolError extends DtxClientError {
 export function errorFromWire(error: unknown): DtxClientError {
   const read = wireErrorSchema.safeParse(error);
   if (!read.success) return new ProtocolError("BAD_REPLY", `sidecar sent an unreadable error (${describeZodError(read.error)}): ${JSON.stringify(error)}`);
-  const { code, message, retryable, participant } = read.data;
+  const { code, message, retryable, participant, reason } = read.data;
   switch (code) {
     case "TRANSACTION_ABORTED":
-      return new TransactionAbortedError(message, participant);
+      return new TransactionAbortedError(message, participant, reason);
     case "TRANSACTION_CONFLICT":
       return new TransactionConflictError(message, participant);
     case "OUTCOME_UNKNOWN":

@@ -23,6 +23,9 @@ describe("errorFromWire", () => {
     expect(aborted.reason).toBe("payments voted no: card declined");
     expect(aborted.retryable).toBe(false);
     expect(aborted.name).toBe("TransactionAbortedError");
+    // With the sidecar's own reason, that is what `reason` holds (the message adds the transaction's name).
+    const withReason = errorFromWire(wireError(ErrorCode.TRANSACTION_ABORTED, 'transaction "t" was rolled back: card declined', { reason: "card declined" })) as TransactionAbortedError;
+    expect(withReason.reason).toBe("card declined");
   });
 
   test("TRANSACTION_CONFLICT becomes a retryable TransactionConflictError", () => {
