@@ -19,7 +19,7 @@ import { MemoryWal } from "../../src/wal/memory-wal.ts";
 import { isTerminal, type LogRecord, recordKvWrites } from "../../src/wal/records.ts";
 import { EventQueue } from "./event-queue.ts";
 import { Checker, Violation } from "./invariants.ts";
-import { Prng } from "./prng.ts";
+import { Prng } from "../../src/runtime/prng.ts";
 import { Bank } from "./workload.ts";
 import { Sagas, simEndpoint } from "./saga.ts";
 import { SagaChecker } from "./saga-invariants.ts";

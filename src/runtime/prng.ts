@@ -1,5 +1,6 @@
-// The simulator's one source of randomness: mulberry32, seeded per run, so a
-// seed replays the exact same run.
+// The runtime's one source of randomness (DESIGN §2): mulberry32. The sidecar
+// seeds it from crypto at start; the simulator seeds one per run, so a seed
+// replays the exact same run. Boot ids and retry jitter come from it.
 export class Prng {
   private state: number;
 
@@ -31,8 +32,18 @@ export class Prng {
     return this.next() < p;
   }
 
+  /** A boot id: four base-36 characters (branch ids embed it, so restarts of one node differ). */
+  bootId(): string {
+    return this.int(36 ** 4).toString(36).padStart(4, "0");
+  }
+
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new Error("pick from an empty list");
     return items[this.int(items.length)];
   }
+}
+
+/** A Prng seeded from the operating system's randomness, for a process (the sidecar) that must not repeat a run. */
+export function seededPrng(): Prng {
+  return new Prng(crypto.getRandomValues(new Uint32Array(1))[0]);
 }
