@@ -11,6 +11,7 @@ import { carriedOp, describeZodError, type PeerMessage, parseClientRequest } fro
 import { Federation, parsePeers } from "../src/federation/federation.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { SidecarMetrics } from "../src/observability/sidecar-metrics.ts";
+import { seededPrng } from "../src/runtime/prng.ts";
 import { Runtime } from "../src/runtime/runtime.ts";
 import { Node } from "../src/txn/node.ts";
 import type { ClientInput, ReplyBody, ReplyTo } from "../src/txn/types.ts";
@@ -94,12 +95,13 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }
   mkdirSync(dataDir, { recursive: true });
   const wal = new LmdbWal(resolve(dataDir, "wal"));
-  const bootId = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, "0");
+  // The runtime's one PRNG: boot id and retry jitter.
+  const prng = seededPrng();
   const node = new Node({
     id: config.id,
-    bootId,
+    bootId: prng.bootId(),
     reader: wal,
-    random: Math.random,
+    random: () => prng.next(),
     databases: new Map(databases.map((d) => [d.name, d])),
     peers: parsePeers(config.peers).map((p) => p.id),
   });
@@ -164,8 +166,10 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     peerLinks: () => Object.fromEntries(federation.peers().map((p) => [p.id, p.state === "up" ? 1 : 0])),
   });
   wal.onFlush = (ms, appends) => metrics.flush(ms, appends);
+  // Effects go out in the microtask after the log reports them durable, where a promise callback ran them before.
   const runtime: Runtime = new Runtime(node, wal, {
-    call: (call) => (call.endpoint.startsWith("service:") ? services.call(call) : callHttp(call)),
+    call: (call, done) =>
+      void (call.endpoint.startsWith("service:") ? services.call(call) : callHttp(call)).then(done, (err) => done({ outcome: "retry", error: String(err) })),
     sendPeer: (to: string, msg: PeerMessage) => federation.send(to, msg),
     reply: (to: ReplyTo, body: ReplyBody) => {
       if (to.conn === INTERNAL_CONN) {
@@ -173,9 +177,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
         internal.delete(to.id);
       } else server.reply(to.conn, to.id, body);
     },
-    log,
     observe: {
-      input: (input) => metrics.input(input),
+      step: (input) => metrics.input(input),
       records: (records) => {
         metrics.records(records);
         // One debug line per logged fact, with the transaction's name and W3C traceparent.
@@ -190,12 +193,12 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
         }
       },
     },
-    finishSql: (e) => sqlBranches.finishBranch(e.name, e.branch, e.resources, e.outcome),
+    finishSql: (e, done) => void sqlBranches.finishBranch(e.name, e.branch, e.resources, e.outcome).then(done, () => done(false)),
     onWalFailure: (err) => {
       log.fatal({ err }, "the write-ahead log could not be written; exiting so a restart recovers from what is durable");
       process.exit(70);
     },
-  });
+  }, { now: Date.now, schedule: queueMicrotask });
 
   // Recover before anything else can reach the engine.
   const { coordinators, branches, orchestrations } = wal.unfinished();

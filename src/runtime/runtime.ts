@@ -1,88 +1,134 @@
-// Executes a Node's effects with real I/O, in the one order that is never
-// broken: persist and wait until durable, then send, reply, feed back.
-import type { Logger } from "pino";
-import type { PeerMessage } from "../protocol/messages.ts";
-import type { Node } from "../txn/node.ts";
+// Carries out a node's effects, in the one order that is never broken:
+// persist and wait until durable, then send, reply, feed back. What waits for
+// what is the effect plan's (effect-plan.ts); this file keeps the positions.
+// It waits on log positions the Wal reports durable, never on promises, and
+// takes its clock and scheduler as inputs, so the simulator runs this same
+// code over a MemoryWal whose flushes it decides.
 import type { CallOutcome } from "../participants/outcome.ts";
+import type { PeerMessage } from "../protocol/messages.ts";
 import type { Effect, Input, ParticipantCall, ReplyBody, ReplyTo } from "../txn/types.ts";
 import type { LogRecord } from "../wal/records.ts";
 import type { Wal } from "../wal/wal.ts";
+import { type BrokenPlan, type EffectBatch, planEffects } from "./effect-plan.ts";
+
+/** The pure step function the runtime drives (a Node). */
+export interface Engine {
+  readonly id: string;
+  step(input: Input): Effect[];
+}
 
 export interface RuntimeIo {
-  /** Deliver a message to another sidecar (federation); false if there is no link. */
+  /** Deliver a message to another sidecar (federation); dropped if there is no link. */
   sendPeer(to: string, msg: PeerMessage): void;
   /** Deliver a reply to a client connection (dropped if it has gone). */
   reply(to: ReplyTo, body: ReplyBody): void;
-  log: Logger;
-  /** Call a participant of an orchestrated transaction. */
-  call(call: ParticipantCall): Promise<CallOutcome>;
-  /** Finish a branch's prepared SQL work (its decision is durable by now): true once every database finished it. Absent where no databases are configured. */
-  finishSql?(e: Extract<Effect, { k: "finish_sql" }>): Promise<boolean>;
-  /** Sees every input and every appended batch of records (metrics). */
-  observe?: { input(input: Input): void; records(records: LogRecord[]): void };
+  /** Call a participant of an orchestrated transaction; each `done` is fed back as a call_result (a failure is outcome "retry"). */
+  call(call: ParticipantCall, done: (o: CallOutcome) => void): void;
+  /** Finish a branch's prepared SQL work (its decision is durable by now); `done(true)` once every database finished it. */
+  finishSql(e: Extract<Effect, { k: "finish_sql" }>, done: (ok: boolean) => void): void;
+  observe?: {
+    /** Every step: its input and the effects it returned, before any is carried out (metrics, the simulator's checks). */
+    step?(input: Input, effects: Effect[]): void;
+    /** Every batch of records, once appended. */
+    records?(records: LogRecord[]): void;
+  };
   /** The log could not be written: stop, and let restart recover from what is durable. */
   onWalFailure(err: unknown): void;
 }
 
+export interface RuntimeOptions {
+  /** The time stamped on inputs the runtime feeds back (the sidecar's Date.now, the simulator's virtual time). */
+  now(): number;
+  /** Run `carryOut` later, never inside this call (the sidecar's queueMicrotask, the simulator's event queue). */
+  schedule(carryOut: () => void): void;
+  /** The simulator's broken-rule tests only. */
+  broken?: BrokenPlan;
+}
+
 export class Runtime {
-  /** Resolves when everything appended so far is durable. */
-  private durable: Promise<void> = Promise.resolve();
+  /** The position of the last records this runtime appended, and how far the log is durable. */
+  private appended = 0;
+  private durable = 0;
+  /** Batches waiting for a position, in the order they were queued (two arrays: no object per batch). */
+  private readonly waitingAt: number[] = [];
+  private readonly waiting: Effect[][] = [];
+  /** Batches the log covers, to carry out in order when the scheduler runs `carryOutReady`. */
+  private readonly ready: Effect[][] = [];
+  private scheduled = false;
   private stopped = false;
 
   constructor(
-    readonly node: Node,
+    readonly engine: Engine,
     private readonly wal: Wal,
     private readonly io: RuntimeIo,
-  ) {}
+    private readonly opts: RuntimeOptions,
+  ) {
+    wal.watch({ durable: (position) => this.durableUpTo(position), failed: (err) => io.onWalFailure(err) });
+  }
 
   input(input: Input): void {
     if (this.stopped) return;
-    this.io.observe?.input(input);
-    const effects = this.node.step(input);
+    const effects = this.engine.step(input);
+    this.io.observe?.step?.(input, effects);
     if (effects.length) this.execute(effects);
   }
 
   private execute(effects: Effect[]): void {
-    const records: LogRecord[] = [];
-    const lazy: LogRecord[] = [];
-    const rest: Effect[] = [];
-    const local: PeerMessage[] = [];
-    const unlogged: Effect[] = [];
-    for (const e of effects) {
-      if (e.k === "persist") (e.lazy ? lazy : records).push(e.rec);
-      else if (e.k === "send" && e.to === this.node.id) local.push(e.msg);
-      else if (e.k === "reply" && e.immediate) this.carryOut(e);
-      else if (e.k === "reply" && e.unlogged) unlogged.push(e);
-      else rest.push(e);
+    const plan = planEffects(effects, this.engine.id, this.opts.broken);
+    const before = this.appended;
+    for (const b of plan.replies) this.enqueue(b, before, before);
+    if (plan.records.length) {
+      this.appended = this.wal.write(plan.records, plan.waited);
+      this.io.observe?.records?.(plan.records);
     }
-    if (unlogged.length) this.release(this.durable, unlogged);
-    const before = this.durable;
-    if (records.length || lazy.length) {
-      const all = lazy.length ? [...records, ...lazy] : records;
-      this.durable = this.wal.append(all, records.length > 0 && (rest.length > 0 || local.length > 0));
-      this.io.observe?.records(all);
-    }
-    // This step's effects wait for what this step and every earlier one logged
-    // (lazy records aside: nothing depends on them), not for what the messages
-    // it sends itself will log: the coordinator's prepare reaches remote
-    // participants while its own branch's prepare is still being made durable.
-    const logged = records.length ? this.durable : before;
-    // A message to this node never leaves the process, so it needs no durability
-    // first: handled now, its records join the same group commit, and whatever it
-    // sends or replies still waits for everything logged before it.
-    for (const msg of local) this.input({ k: "peer", msg, now: Date.now() });
-    if (rest.length) this.release(logged, rest);
+    const after = this.appended;
+    // Handled now, so their records join this group commit; what they send waits for their own records,
+    // not the other way round: the coordinator's prepare goes out while its own branch's is made durable.
+    for (const msg of plan.local) this.input({ k: "peer", msg, now: this.opts.now() });
+    for (const b of plan.effects) this.enqueue(b, before, after);
   }
 
-  private release(durable: Promise<void>, effects: Effect[]): void {
-    this.wal.hurry?.(durable);
-    durable.then(
-      () => {
-        for (const e of effects) this.carryOut(e);
-      },
-      (err) => this.io.onWalFailure(err),
-    );
+  private enqueue(b: EffectBatch, before: number, after: number): void {
+    const at = b.wait === "nothing" ? 0 : b.wait === "before" ? before : after;
+    if (at <= this.durable) return this.release(b.effects);
+    this.wal.hurry?.(at);
+    this.waitingAt.push(at);
+    this.waiting.push(b.effects);
   }
+
+  /** The Wal says everything up to `position` is durable: release, in order, every batch that waited for no more. */
+  private durableUpTo(position: number): void {
+    if (this.stopped || position <= this.durable) return;
+    this.durable = position;
+    const at = this.waitingAt;
+    let kept = 0;
+    for (let i = 0; i < at.length; i++) {
+      if (at[i] <= position) this.release(this.waiting[i]);
+      else {
+        at[kept] = at[i];
+        this.waiting[kept++] = this.waiting[i];
+      }
+    }
+    at.length = kept;
+    this.waiting.length = kept;
+  }
+
+  private release(effects: Effect[]): void {
+    this.ready.push(effects);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.opts.schedule(this.carryOutReady);
+  }
+
+  /** Batches released while these are carried out (by an `after`'s step, say) go in the same turn, after them. */
+  private readonly carryOutReady = (): void => {
+    try {
+      for (let i = 0; i < this.ready.length && !this.stopped; i++) for (const e of this.ready[i]) this.carryOut(e);
+    } finally {
+      this.ready.length = 0;
+      this.scheduled = false;
+    }
+  };
 
   private carryOut(e: Effect): void {
     switch (e.k) {
@@ -90,35 +136,34 @@ export class Runtime {
         return this.io.sendPeer(e.to, e.msg);
       case "reply":
         return this.io.reply(e.to, e.body);
-      case "after": {
-        const input = e.input;
-        return this.input({ ...input, now: Date.now() } as Input);
-      }
+      case "after":
+        return this.input({ ...e.input, now: this.opts.now() } as Input);
       case "call": {
         const c = e.call;
-        this.io.call(c).then(
-          (o) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, ...o, now: Date.now() }),
-          (err) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, outcome: "retry", error: String(err), now: Date.now() }),
-        );
-        return;
+        return this.io.call(c, (o) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, ...o, now: this.opts.now() }));
       }
-      case "finish_sql": {
-        const finished = (ok: boolean) => this.input({ k: "sql_finished", name: e.name, branch: e.branch, ok, now: Date.now() });
-        if (this.io.finishSql) return void this.io.finishSql(e).then(finished, () => finished(false));
-        this.io.log.error({ name: e.name, branch: e.branch, gids: e.resources.map((r) => r.gid) }, "no SQL databases configured to finish this branch");
-        return finished(false);
-      }
+      case "finish_sql":
+        return this.io.finishSql(e, (ok) => this.input({ k: "sql_finished", name: e.name, branch: e.branch, ok, now: this.opts.now() }));
       case "persist":
-        throw new Error("persist effects are executed before the others");
+        throw new Error("persist effects are appended before the others are carried out");
     }
   }
 
-  /** Everything persisted so far is durable. */
-  drain(): Promise<void> {
-    return this.durable.then(() => this.wal.barrier());
+  /** Batches not yet carried out: waiting for the log, or released and waiting for the scheduler. */
+  get unreleased(): number {
+    return this.waiting.length + this.ready.length;
+  }
+
+  /** Everything persisted so far is durable, and what waited for it has been carried out. */
+  async drain(): Promise<void> {
+    await this.wal.barrier();
+    if (this.ready.length) this.carryOutReady();
   }
 
   stop(): void {
     this.stopped = true;
+    this.waitingAt.length = 0;
+    this.waiting.length = 0;
+    this.ready.length = 0;
   }
 }

@@ -21,7 +21,7 @@ import { valueCodec } from "../protocol/value.ts";
 import { Journal, removeJournalFiles } from "./journal.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
-import type { KvEntry, Wal } from "./wal.ts";
+import type { DurabilityWatcher, KvEntry, Wal } from "./wal.ts";
 
 /**
  * Durable batches reach LMDB at most this often, merged into one write
@@ -41,7 +41,7 @@ const inlineSyncAppendsMax = 4;
 /**
  * A batch nobody waits for (a transaction's c.end, whose reply has gone) is held back this long, so it
  * rides with the next batch's sync instead of taking one of its own just before it; whoever starts
- * waiting for it (Wal.hurry) sends it at once.
+ * waiting for it (Wal.hurry, with its position) sends it at once.
  */
 const unwaitedHoldMs = 5;
 
@@ -84,9 +84,15 @@ export class LmdbWal implements Wal {
   private failure?: unknown;
   private syncing = false;
   private lastBatchAppends = 0;
+  /** The position of the last append (appends are numbered from 1). */
+  private position = 0;
+  private watcher?: DurabilityWatcher;
   private batch?: {
     records: LogRecord[][];
     appends: number;
+    /** The positions of its first and last appends. */
+    first: number;
+    last: number;
     waited: boolean;
     /** The commit is scheduled: at once (setImmediate), or held (a timer) while nobody waits. */
     scheduled?: "now" | ReturnType<typeof setTimeout>;
@@ -164,10 +170,15 @@ export class LmdbWal implements Wal {
     };
   }
 
-  append(records: LogRecord[], waited = true): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
+  write(records: LogRecord[], waited = true): number {
+    if (this.failure) {
+      // Never durable: the position is past every batch that may still finish.
+      this.watcher?.failed(this.failure);
+      return ++this.position;
+    }
     this.stats.appends++;
     this.stats.records += records.length;
+    const position = ++this.position;
     if (!this.batch) {
       let resolve!: () => void;
       let reject!: (e: unknown) => void;
@@ -175,25 +186,36 @@ export class LmdbWal implements Wal {
         resolve = res;
         reject = rej;
       });
-      this.batch = { records: [], appends: 0, waited: false, done, resolve, reject };
+      this.batch = { records: [], appends: 0, first: position, last: position, waited: false, done, resolve, reject };
     }
     this.batch.records.push(records);
     this.batch.appends++;
+    this.batch.last = position;
     this.batch.waited ||= waited;
     this.lastFlush = this.batch.done;
     this.schedule();
-    return this.batch.done;
+    return position;
   }
 
-  hurry(durable: Promise<void>): void {
+  append(records: LogRecord[], waited = true): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    this.write(records, waited);
+    return this.lastFlush;
+  }
+
+  watch(watcher: DurabilityWatcher): void {
+    this.watcher = watcher;
+  }
+
+  hurry(position: number): void {
     const b = this.batch;
-    if (!b || b.done !== durable || b.waited) return;
+    if (!b || position < b.first || b.waited) return;
     b.waited = true;
     this.schedule();
   }
 
   barrier(): Promise<void> {
-    if (this.batch) this.hurry(this.batch.done);
+    if (this.batch) this.hurry(this.batch.last);
     return this.batch?.done ?? this.lastFlush;
   }
 
@@ -233,6 +255,9 @@ export class LmdbWal implements Wal {
       this.journal.rotateIfFull(seq);
       this.journal.write(seq, records);
     } catch (e) {
+      // Later batches must not report positions past this one durable: the log stops here (the runtime exits).
+      this.failure ??= e;
+      this.watcher?.failed(e);
       return b.reject(e);
     }
     this.seq = seq;
@@ -240,11 +265,14 @@ export class LmdbWal implements Wal {
       this.stats.flushes++;
       this.onFlush?.(performance.now() - started, b.appends);
       this.queueForLmdb(writes);
+      // The watcher first: the runtime's effects are queued ahead of whoever awaits append or barrier (drain).
+      this.watcher?.durable(b.last);
       b.resolve();
     };
     // A failed fdatasync leaves the batch's durability unknown (and the overlay holding it): no further appends.
     const failed = (e: unknown) => {
       this.failure ??= e;
+      this.watcher?.failed(e);
       b.reject(e);
     };
     const writes: LmdbWrites = { seq, version: 0, index: new Map(), kv: new Map() };

@@ -1,11 +1,13 @@
 // In-memory Wal for the simulator and unit tests. Appends are visible at once
-// (like an LMDB commit) but only durable after flush(); crash() drops the
-// unflushed tail, exactly the failure the simulator must survive.
+// (like an LMDB commit) but only durable after flush(), which tells the
+// watcher (the runtime) at once, so whoever calls flush (the simulator)
+// decides when effects may go; crash() drops the unflushed tail, exactly the
+// failure the simulator must survive.
 import type { TxnState } from "../protocol/messages.ts";
 import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
-import type { KvEntry, Wal } from "./wal.ts";
+import type { DurabilityWatcher, KvEntry, Wal } from "./wal.ts";
 
 class MapStore implements IndexStore {
   index = new Map<string, Summary>();
@@ -41,24 +43,28 @@ export class MemoryWal implements Wal {
   private view = new MapStore();
   private pending: LogRecord[][] = [];
   private waiters: Array<{ upTo: number; resolve: () => void }> = [];
-  /** Count of appends made, and of appends made durable. */
+  private watcher?: DurabilityWatcher;
+  /** The position of the last append, and of the last one made durable. */
   appended = 0;
   flushedUpTo = 0;
 
   /** autoFlush: every append is durable at once (unit tests); off for the simulator. */
   constructor(private readonly autoFlush = true) {}
 
-  appendSync(records: LogRecord[]): number {
+  write(records: LogRecord[]): number {
     applyRecords(this.view, records);
     this.pending.push(records);
-    this.appended++;
+    const position = ++this.appended;
     if (this.autoFlush) this.flush();
-    return this.appended;
+    return position;
   }
 
   append(records: LogRecord[]): Promise<void> {
-    const pos = this.appendSync(records);
-    return this.waitFor(pos);
+    return this.waitFor(this.write(records));
+  }
+
+  watch(watcher: DurabilityWatcher): void {
+    this.watcher = watcher;
   }
 
   barrier(): Promise<void> {
@@ -70,11 +76,14 @@ export class MemoryWal implements Wal {
     return new Promise((resolve) => this.waiters.push({ upTo: pos, resolve }));
   }
 
-  /** Make every pending append durable. */
+  /** Make every pending append durable; the watcher hears first, then whoever awaits append or barrier. */
   flush(): void {
+    if (this.flushedUpTo === this.appended) return;
     for (const recs of this.pending) applyRecords(this.durable, recs);
     this.pending = [];
     this.flushedUpTo = this.appended;
+    this.watcher?.durable(this.flushedUpTo);
+    if (!this.waiters.length) return;
     const ready = this.waiters.filter((w) => w.upTo <= this.flushedUpTo);
     this.waiters = this.waiters.filter((w) => w.upTo > this.flushedUpTo);
     for (const w of ready) w.resolve();
@@ -90,6 +99,16 @@ export class MemoryWal implements Wal {
 
   get pendingCount(): number {
     return this.pending.length;
+  }
+
+  /** The records a crash now would lose, in order. */
+  unflushed(): LogRecord[] {
+    return this.pending.flat();
+  }
+
+  /** The highest store version durable so far. */
+  durableKvVersion(): number {
+    return this.durable.version;
   }
 
   kvGet(key: string) {

@@ -23,14 +23,27 @@ export interface WalReader {
   list(opts: { state?: TxnState; limit?: number }): (CoordinatorSummary | OrchestrationSummary)[];
 }
 
+/** Hears how far the log is durable (the runtime: it waits on positions, not promises). */
+export interface DurabilityWatcher {
+  /** Everything up to `position` is durable. Positions only grow. */
+  durable(position: number): void;
+  /** The log cannot be written: nothing after the last durable position ever will be. */
+  failed(err: unknown): void;
+}
+
 export interface Wal extends WalReader {
   /**
-   * Append records atomically. Resolves once they, and everything appended before, are durable.
+   * Append records atomically, after everything appended before, and return their position (appends are
+   * numbered 1, 2, …): the watcher hears once the log is durable up to it.
    * `waited: false` says nothing is held back until they are (a hint for when to sync, never for whether).
    */
+  write(records: LogRecord[], waited?: boolean): number;
+  /** write, resolving once the records (and everything before them) are durable: for callers that are not the runtime. */
   append(records: LogRecord[], waited?: boolean): Promise<void>;
-  /** Something now waits for `durable` (an append's promise): records held back because nobody waited go now. */
-  hurry?(durable: Promise<void>): void;
+  /** Something now waits for `position`: records held back because nobody waited go now. */
+  hurry?(position: number): void;
+  /** The one watcher of durable positions (the runtime); a new one replaces the last. */
+  watch(watcher: DurabilityWatcher): void;
   /** Resolves once everything appended so far is durable. */
   barrier(): Promise<void>;
   /** Summaries of every transaction and branch that is not finished, for recovery. */

@@ -124,7 +124,7 @@ export class Participants {
   }
 
   private record(key: string, op: StepOp, b: BarrierOp): void {
-    this.log.appendSync([barrierRecord(key, op, b, this.sim.now)]);
+    this.log.write([barrierRecord(key, op, b, this.sim.now)]);
   }
 
   private finished(key: string, op: StepOp, o: CallOutcome): void {

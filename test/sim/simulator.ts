@@ -329,7 +329,7 @@ export class Sim {
     const before = sn.wal.appended;
     if (records.length || lazy.length) {
       const all = lazy.length ? [...records, ...lazy] : records;
-      sn.wal.appendSync(all);
+      sn.wal.write(all);
       sn.unflushed.push(...all);
       this.scheduleFlush(sn);
     }

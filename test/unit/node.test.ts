@@ -26,7 +26,7 @@ class Sidecar {
   step(input: Parameters<Node["step"]>[0]): Effect[] {
     const effects = this.node.step(input);
     const records = effects.flatMap((e) => (e.k === "persist" ? [e.rec] : []));
-    if (records.length) this.wal.appendSync(records);
+    if (records.length) this.wal.write(records);
     return effects;
   }
 

@@ -22,7 +22,7 @@ class Harness {
   step(input: Parameters<Node["step"]>[0]): Effect[] {
     const effects = this.node.step(input);
     const records = effects.flatMap((e) => (e.k === "persist" ? [e.rec] : []));
-    if (records.length) this.wal.appendSync(records);
+    if (records.length) this.wal.write(records);
     // Messages to itself, as the runtime delivers them.
     const self = effects.flatMap((e) => (e.k === "send" && e.to === "A" ? [e.msg] : []));
     return [...effects, ...self.flatMap((msg: PeerMessage) => this.step({ k: "peer", msg, now: this.now }))];

@@ -40,6 +40,18 @@ for (const [kind, make] of implementations) {
       await wal.close();
     });
 
+    test("write numbers the appends, and the watcher hears them durable in order before append resolves", async () => {
+      const wal = make();
+      const heard: number[] = [];
+      wal.watch({ durable: (position) => heard.push(position), failed: (err) => expect(err).toBeUndefined() });
+      const first = wal.write([prepared("w1")]);
+      expect(wal.write([prepared("w2")])).toBe(first + 1);
+      await wal.append([prepared("w3")]);
+      expect(heard.at(-1)).toBe(first + 2);
+      expect(heard).toEqual([...new Set(heard)].sort((a, b) => a - b));
+      await wal.close();
+    });
+
     test("a committed branch end applies its writes to the store atomically with the record", async () => {
       const wal = make();
       await wal.append([prepared("t2")]);
@@ -96,8 +108,9 @@ test("LMDB: records nobody waits for ride with the next batch's sync, or go once
   await Promise.all([held, wal.append([prepared("h2")])]);
   expect(wal.stats.flushes).toBe(1);
   // Held back, then someone waits for it: it goes without waiting out the hold.
-  const alone = wal.append([end("h3")], false);
-  wal.hurry(alone);
+  const position = wal.write([end("h3")], false);
+  const alone = wal.barrier();
+  wal.hurry(position);
   await new Promise((r) => setImmediate(r)); // one turn: a small batch after a small batch syncs inline
   expect(wal.stats.flushes).toBe(2);
   await alone;
@@ -128,9 +141,9 @@ test("the journal's sync thread reports a failed fdatasync with its code, goes o
 
 test("memory: crash drops the unflushed tail and nothing flushed", async () => {
   const wal = new MemoryWal(false);
-  wal.appendSync([{ r: "c.end", name: "kept", protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 }]);
+  wal.write([{ r: "c.end", name: "kept", protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 }]);
   wal.flush();
-  wal.appendSync([{ r: "c.end", name: "lost", protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 }]);
+  wal.write([{ r: "c.end", name: "lost", protocol: "2pc", outcome: "commit", branches, createdAt: 1, at: 2 }]);
   expect(wal.coordinator("lost")).toBeDefined();
   wal.crash();
   expect(wal.coordinator("lost")).toBeUndefined();
