@@ -1,6 +1,8 @@
 // The simulator is evidence only if it fails when a rule is broken. Each test
-// breaks one rule in the simulator's executor or around the Node (the Node
-// itself is unchanged) and expects a violation within the seeds `npm test` runs.
+// breaks one rule — the engine rule in the production runtime's effect plan
+// (src/runtime/effect-plan.ts, which the simulator drives), or another around
+// the Node (the Node itself is unchanged) — and expects a violation within the
+// seeds `npm test` runs.
 import { describe, expect, test } from "bun:test";
 import { type BrokenRule, simulate } from "./simulator.ts";
 import type { Violation } from "./invariants.ts";

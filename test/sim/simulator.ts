@@ -4,39 +4,43 @@
 // simulated clients running bank transfers and orchestrated Sagas (saga.ts),
 // and invariant checks after every event. One seed fixes every choice, so a failing seed replays exactly.
 //
-// The effect executor mirrors src/runtime/runtime.ts: a step's persists are
-// appended at once (reads see them, like LMDB), a message to the node itself
-// is handled at once, and the step's other sends, replies and "after" inputs
-// are released only once everything appended so far is flushed. A crash drops
-// the unflushed tail, the node's memory, its unreleased effects and its client
-// connections.
+// Each node's effects are carried out by the production Runtime
+// (src/runtime/runtime.ts) over the node's MemoryWal: the simulator decides
+// when the log flushes (and so when effects may go), the Runtime's clock is
+// the virtual time and its scheduler the event queue. A crash drops the
+// unflushed tail, the node's memory, its Runtime with its unreleased effects,
+// and its client connections.
 import { timing } from "../../src/limits.ts";
+import type { BarrierBrokenRule } from "../../src/participants/barrier.ts";
+import type { CallOutcome } from "../../src/participants/outcome.ts";
 import type { PeerMessage } from "../../src/protocol/messages.ts";
+import type { BrokenPlan } from "../../src/runtime/effect-plan.ts";
+import { Prng } from "../../src/runtime/prng.ts";
+import { type Engine, Runtime, type RuntimeIo } from "../../src/runtime/runtime.ts";
 import { Node } from "../../src/txn/node.ts";
-import type { ClientInput, Effect, Input, ReplyBody, ReplyTo } from "../../src/txn/types.ts";
+import type { ClientInput, Effect, Input, ParticipantCall, ReplyBody, ReplyTo } from "../../src/txn/types.ts";
 import { filterUnfinished } from "../../src/wal/index-view.ts";
 import { MemoryWal } from "../../src/wal/memory-wal.ts";
-import { isTerminal, type LogRecord, recordKvWrites } from "../../src/wal/records.ts";
+import { isTerminal } from "../../src/wal/records.ts";
 import { EventQueue } from "./event-queue.ts";
 import { Checker, Violation } from "./invariants.ts";
-import { Prng } from "../../src/runtime/prng.ts";
 import { Bank } from "./workload.ts";
 import { Sagas, simEndpoint } from "./saga.ts";
 import { SagaChecker } from "./saga-invariants.ts";
-import type { ParticipantCall } from "../../src/txn/types.ts";
-import type { CallOutcome } from "../../src/participants/outcome.ts";
-import type { BarrierBrokenRule } from "../../src/participants/barrier.ts";
 
 /**
  * Deliberately broken rules, to prove the checks catch them (the Node is never changed):
- * - send-before-persist: sends, replies and afters go out without waiting for any flush;
- * - unpersisted-step-skips-wait: a step that persists nothing does not wait for what earlier steps persisted;
- * - participant-decides-alone: a branch in doubt for 500 ms rolls back by itself;
- * - call-before-persist: participant calls of orchestrated Sagas leave without waiting for any flush;
+ * - the engine rule, planted in the runtime's effect plan (BrokenPlan, effect-plan.ts): send-before-persist,
+ *   unpersisted-step-skips-wait, call-before-persist;
+ * - participant-decides-alone: a branch in doubt for 500 ms rolls back by itself (a wrapper around Node.step);
  * - compensation-unlogged: the o.step record of a finished compensation is dropped (a wrapper around Node.step);
  * - barrier-*: a rule of the production barrier the simulated participants run (src/participants/barrier.ts).
  */
-export type BrokenRule = "send-before-persist" | "unpersisted-step-skips-wait" | "participant-decides-alone" | "call-before-persist" | "compensation-unlogged" | BarrierBrokenRule;
+export type BrokenRule = BrokenPlan | "participant-decides-alone" | "compensation-unlogged" | BarrierBrokenRule;
+
+function brokenPlan(rule: BrokenRule | undefined): BrokenPlan | undefined {
+  return rule === "send-before-persist" || rule === "unpersisted-step-skips-wait" || rule === "call-before-persist" ? rule : undefined;
+}
 
 export interface SimOptions {
   brokenRule?: BrokenRule;
@@ -99,16 +103,14 @@ export interface SimNode {
   wal: MemoryWal;
   /** Undefined while the node is down. */
   node?: Node;
+  /** The production runtime carrying out the node's effects; a new one each boot. */
+  runtime?: Runtime;
   /** Counts crashes: events of an older epoch are void. */
   epoch: number;
   boots: number;
-  /** Effects waiting for the log position they depend on to be flushed, in step order. */
-  outbox: Array<{ dep: number; effects: Effect[] }>;
-  /** Appended records not yet flushed, to keep the durable store version (a shadow of the WAL's). */
-  unflushed: LogRecord[];
+  /** The highest store version flushed (reads outside a transaction must show no more). */
   durableKvVersion: number;
   flushScheduled: boolean;
-  releaseScheduled: boolean;
   /** participant-decides-alone: when each branch was first seen in doubt. */
   inDoubtSince: Map<string, number>;
 }
@@ -192,11 +194,8 @@ export class Sim {
         wal: new MemoryWal(false),
         epoch: 0,
         boots: 0,
-        outbox: [],
-        unflushed: [],
         durableKvVersion: 0,
         flushScheduled: false,
-        releaseScheduled: false,
         inDoubtSince: new Map(),
       };
       this.nodes.push(sn);
@@ -286,69 +285,43 @@ export class Sim {
     if (this.opts.trace) console.log(`[t=${this.now} #${this.events}] ${line}`);
   }
 
-  // ---- the effect executor -------------------------------------------------
+  // ---- each node's runtime: the production one ---------------------------------
 
-  private step(sn: SimNode, input: Input): void {
-    const node = sn.node;
-    if (!node) throw new Error(`step on ${sn.id} while it is down`);
-    const effects =
-      this.opts.brokenRule === "participant-decides-alone"
-        ? this.decideAlone(sn, node, input)
-        : this.opts.brokenRule === "compensation-unlogged"
-          ? node.step(input).filter((e) => !(e.k === "persist" && e.rec.r === "o.step" && e.rec.op === "compensate"))
-          : node.step(input);
+  /** What the node's Runtime does with the world: this simulated one. */
+  private io(sn: SimNode): RuntimeIo {
+    return {
+      sendPeer: (to, msg) => this.send(sn, to, msg),
+      reply: (to, body) => this.reply(to, body),
+      call: (call, done) => this.callParticipant(sn, call, done),
+      finishSql: () => {
+        throw new Error("finish_sql effects are not simulated: the simulated clients use no SQL branches");
+      },
+      observe: { step: (input, effects) => this.observeStep(sn, input, effects), records: () => this.scheduleFlush(sn) },
+      onWalFailure: (err) => {
+        throw err;
+      },
+    };
+  }
+
+  /** The Node as its Runtime steps it: itself, or wrapped in a broken rule that is not the runtime's. */
+  private engine(sn: SimNode, node: Node): Engine {
+    if (this.opts.brokenRule === "participant-decides-alone") return { id: node.id, step: (input) => this.decideAlone(sn, node, input) };
+    if (this.opts.brokenRule === "compensation-unlogged") {
+      return { id: node.id, step: (input) => node.step(input).filter((e) => !(e.k === "persist" && e.rec.r === "o.step" && e.rec.op === "compensate")) };
+    }
+    return node;
+  }
+
+  /** Every step, before its effects are carried out: the per-step checks, the trace, and a crash now and then. */
+  private observeStep(sn: SimNode, input: Input, effects: Effect[]): void {
     this.stats.steps++;
     if (this.opts.trace && (input.k !== "tick" || effects.length)) {
       this.log(`${sn.id} <- ${describeInput(input)}${effects.length ? `\n      -> ${effects.map(describeEffect).join("\n      -> ")}` : ""}`);
     }
     this.checker.onStep(sn, input, effects);
     this.sagaChecker.onStep(sn, effects);
-    const records: LogRecord[] = [];
-    const lazy: LogRecord[] = [];
-    const local: PeerMessage[] = [];
-    const rest: Effect[] = [];
-    const unlogged: Effect[] = [];
-    const immediate: Effect[] = [];
-    for (const e of effects) {
-      if (e.k === "persist") (e.lazy ? lazy : records).push(e.rec);
-      else if (e.k === "send" && e.to === sn.id) local.push(e.msg);
-      else if (e.k === "reply" && e.immediate) immediate.push(e);
-      else if (e.k === "reply" && e.unlogged) unlogged.push(e);
-      else rest.push(e);
-    }
-    // As in the runtime: an immediate reply waits for nothing, an unlogged one only for what earlier steps appended.
-    if (immediate.length) {
-      sn.outbox.push({ dep: 0, effects: immediate });
-      this.scheduleRelease(sn);
-    }
-    if (unlogged.length) {
-      sn.outbox.push({ dep: this.opts.brokenRule === "send-before-persist" ? 0 : sn.wal.appended, effects: unlogged });
-      if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
-    }
-    // As in the runtime: a step whose only records are lazy releases its effects against what came before them.
-    const before = sn.wal.appended;
-    if (records.length || lazy.length) {
-      const all = lazy.length ? [...records, ...lazy] : records;
-      sn.wal.write(all);
-      sn.unflushed.push(...all);
-      this.scheduleFlush(sn);
-    }
     if (input.k === "client" && input.req.op === "get" && input.req.name === undefined) {
       this.readVersions.set(`${input.from.conn}:${input.from.id}`, sn.wal.kvVersion());
-    }
-    // The one rule: released only once everything this step and earlier ones appended is durable
-    // (not what the messages it sends itself append). The broken variant skips the wait.
-    const broken = this.opts.brokenRule === "send-before-persist" || (this.opts.brokenRule === "unpersisted-step-skips-wait" && !records.length);
-    const dep = broken ? 0 : records.length ? sn.wal.appended : before;
-    // As in the runtime, a message to this node never leaves the process: it is handled now, its records
-    // follow these in the same log, and what it sends or replies waits for its own records.
-    for (const msg of local) this.step(sn, { k: "peer", msg, now: this.now });
-    if (rest.length) {
-      if (this.opts.brokenRule === "call-before-persist" && rest.some((e) => e.k === "call")) {
-        sn.outbox.push({ dep: 0, effects: rest.filter((e) => e.k === "call") });
-        sn.outbox.push({ dep, effects: rest.filter((e) => e.k !== "call") });
-      } else sn.outbox.push({ dep, effects: rest });
-      if (sn.outbox.some((b) => b.dep <= sn.wal.flushedUpTo)) this.scheduleRelease(sn);
     }
     if (this.faultsOn && this.rng.chance(this.faults.crashAfterStepP)) this.later(0, () => this.crash(sn));
   }
@@ -361,51 +334,12 @@ export class Sim {
     this.later(long ? this.rng.int(300) : this.rng.int(this.faults.flushDelayMaxMs + 1), () => {
       if (sn.epoch !== epoch) return;
       sn.flushScheduled = false;
-      for (const rec of sn.unflushed) {
-        const kv = recordKvWrites(rec);
-        if (kv) sn.durableKvVersion = Math.max(sn.durableKvVersion, kv.version);
-        if ("name" in rec) this.checker.touch(rec.name);
-      }
-      sn.unflushed = [];
+      for (const rec of sn.wal.unflushed()) if ("name" in rec) this.checker.touch(rec.name);
+      // The runtime hears of it at once and schedules what waited for it.
       sn.wal.flush();
+      sn.durableKvVersion = sn.wal.durableKvVersion();
       this.log(`${sn.id} flushed up to ${sn.wal.flushedUpTo}`);
-      this.scheduleRelease(sn);
     });
-  }
-
-  private scheduleRelease(sn: SimNode): void {
-    if (sn.releaseScheduled) return;
-    sn.releaseScheduled = true;
-    const epoch = sn.epoch;
-    // Like the runtime's promise callbacks: never in the same step, soon after.
-    this.later(this.rng.int(2), () => {
-      if (sn.epoch !== epoch) return;
-      sn.releaseScheduled = false;
-      // Each batch waits for its own log position. Positions never go down, so with the one rule this releases a prefix.
-      for (;;) {
-        const ready = sn.outbox.findIndex((b) => b.dep <= sn.wal.flushedUpTo);
-        if (ready < 0) break;
-        const [batch] = sn.outbox.splice(ready, 1);
-        for (const e of batch.effects) this.carryOut(sn, e);
-      }
-    });
-  }
-
-  private carryOut(sn: SimNode, e: Effect): void {
-    switch (e.k) {
-      case "send":
-        return this.send(sn, e.to, e.msg);
-      case "reply":
-        return this.reply(e.to, e.body);
-      case "after":
-        return this.step(sn, { ...e.input, now: this.now } as Input);
-      case "call":
-        return this.callParticipant(sn, e.call);
-      case "finish_sql":
-        throw new Error("finish_sql effects are not simulated: the simulated clients use no SQL branches");
-      case "persist":
-        throw new Error("persist effects are applied when the step runs");
-    }
   }
 
   /** participant-decides-alone: a branch in doubt for 500 ms rolls back by itself (wrapped around the real Node). */
@@ -433,17 +367,17 @@ export class Sim {
    * participant); a node crash loses the result, never what the participant did. Under faults a result is
    * sometimes fed to the node again later (duplicated or late), which the orchestrator must ignore.
    */
-  private callParticipant(sn: SimNode, call: ParticipantCall): void {
+  private callParticipant(sn: SimNode, call: ParticipantCall, done: (o: CallOutcome) => void): void {
     if (!call.endpoint.startsWith(simEndpoint)) throw new Error(`call to ${call.endpoint}: only simulated participants are simulated`);
     this.sagaChecker.callLeaves(sn, call);
     this.log(`${sn.id} calls ${call.participantId} ${call.op} #${call.callId} (${call.idempotencyKey})`);
-    const epoch = sn.epoch;
     let answered = false;
+    // The runtime that made the call feeds the result (a crash stopped it, and the result is lost).
     const deliver = (o: CallOutcome) => {
       if (answered) return;
       answered = true;
-      this.callResult(sn, epoch, call, o);
-      if (this.faultsOn && this.rng.chance(this.faults.dupP)) this.later(this.rng.int(500), () => this.callResult(sn, epoch, call, o));
+      done(o);
+      if (this.faultsOn && this.rng.chance(this.faults.dupP)) this.later(this.rng.int(500), () => done(o));
     };
     this.later(call.timeoutMs, () => deliver({ outcome: "retry", error: `${call.endpoint} did not answer ${call.op} within ${call.timeoutMs} ms` }));
     const delay = () => 1 + this.rng.int(this.faults.delayMaxMs) + (this.faultsOn && this.rng.chance(this.faults.longDelayP) ? this.rng.int(1_000) : 0);
@@ -462,11 +396,6 @@ export class Sim {
     );
   }
 
-  private callResult(sn: SimNode, epoch: number, call: ParticipantCall, o: CallOutcome): void {
-    if (sn.epoch !== epoch || !sn.node) return; // the process that made the call is gone
-    this.step(sn, { k: "call_result", name: call.name, index: call.index, callId: call.callId, ...o, now: this.now });
-  }
-
   // ---- network ---------------------------------------------------------------
 
   private send(from: SimNode, to: string, msg: PeerMessage): void {
@@ -483,11 +412,11 @@ export class Sim {
       const long = this.faultsOn && this.rng.chance(this.faults.longDelayP);
       const delay = 1 + this.rng.int(this.faults.delayMaxMs) + (long ? this.rng.int(1_000) : 0);
       this.later(delay, () => {
-        if (!target.node || this.cut(from.id, to)) {
+        if (!target.runtime || this.cut(from.id, to)) {
           this.stats.dropped++;
           return;
         }
-        this.step(target, { k: "peer", msg, now: this.now });
+        target.runtime.input({ k: "peer", msg, now: this.now });
       });
     }
   }
@@ -513,7 +442,7 @@ export class Sim {
     conn.lastIn = Math.max(this.now + this.rng.int(3), conn.lastIn);
     this.queue.push(conn.lastIn, () => {
       // Bytes written before the client closed still arrive; a crash ends the stream.
-      if (sn.node && sn.epoch === conn.epoch) this.step(sn, { k: "client", from: { conn: conn.id, id }, req: { ...req, id } as ClientInput, now: this.now });
+      if (sn.runtime && sn.epoch === conn.epoch) sn.runtime.input({ k: "client", from: { conn: conn.id, id }, req: { ...req, id } as ClientInput, now: this.now });
     });
   }
 
@@ -523,7 +452,7 @@ export class Sim {
     this.loseConn(conn);
     const sn = this.node(conn.node);
     this.queue.push(Math.max(this.now, conn.lastIn), () => {
-      if (sn.node && sn.epoch === conn.epoch) this.step(sn, { k: "disconnect", conn: conn.id, now: this.now });
+      if (sn.runtime && sn.epoch === conn.epoch) sn.runtime.input({ k: "disconnect", conn: conn.id, now: this.now });
     });
   }
 
@@ -555,16 +484,15 @@ export class Sim {
   // ---- faults ----------------------------------------------------------------
 
   private crash(sn: SimNode): void {
-    if (!sn.node) return;
+    if (!sn.node || !sn.runtime) return;
     this.stats.crashes++;
-    this.log(`${sn.id} CRASH: loses ${sn.wal.pendingCount} unflushed appends and ${sn.outbox.length} unreleased effect batches`);
-    this.checker.onCrash(sn, sn.unflushed);
+    this.log(`${sn.id} CRASH: loses ${sn.wal.pendingCount} unflushed appends and ${sn.runtime.unreleased} unreleased effect batches`);
+    this.checker.onCrash(sn, sn.wal.unflushed());
+    sn.runtime.stop();
+    sn.runtime = undefined;
     sn.node = undefined;
     sn.epoch++;
-    sn.outbox = [];
-    sn.unflushed = [];
     sn.flushScheduled = false;
-    sn.releaseScheduled = false;
     sn.inDoubtSince.clear();
     sn.wal.crash();
     for (const conn of [...this.conns.values()]) if (conn.node === sn.id) this.loseConn(conn);
@@ -575,15 +503,19 @@ export class Sim {
     if (sn.node) return;
     sn.boots++;
     // Branch ids embed the boot id, so it must differ across restarts of one node.
-    const bootId = `${sn.boots.toString(36)}${this.rng.int(36 ** 3).toString(36)}`;
-    sn.node = new Node({ id: sn.id, bootId, reader: sn.wal, ackWaitMs: this.ackWaitMs, evictAfterMs: this.evictAfterMs, random: () => this.rng.next() });
+    const bootId = `${sn.boots.toString(36)}${this.rng.bootId()}`;
+    const node = new Node({ id: sn.id, bootId, reader: sn.wal, ackWaitMs: this.ackWaitMs, evictAfterMs: this.evictAfterMs, random: () => this.rng.next() });
+    sn.node = node;
+    // Released effects go soon after, never within the step or the flush that released them.
+    const schedule = (run: () => void) => this.later(this.rng.int(2), run);
+    sn.runtime = new Runtime(this.engine(sn, node), sn.wal, this.io(sn), { now: () => this.now, schedule, broken: brokenPlan(this.opts.brokenRule) });
     this.log(`${sn.id} START boot ${bootId}`);
-    this.step(sn, { k: "recover", ...sn.wal.unfinished(), now: this.now });
+    sn.runtime.input({ k: "recover", ...sn.wal.unfinished(), now: this.now });
   }
 
   private tickLoop(sn: SimNode, delay: number): void {
     this.later(delay, () => {
-      if (sn.node) this.step(sn, { k: "tick", now: this.now });
+      sn.runtime?.input({ k: "tick", now: this.now });
       this.tickLoop(sn, timing.tickMs);
     });
   }
@@ -659,7 +591,7 @@ export class Sim {
         open.push(`${sn.id} is down`);
         continue;
       }
-      if (sn.wal.pendingCount || sn.outbox.length) open.push(`${sn.id} has unflushed appends or unreleased effects`);
+      if (sn.wal.pendingCount || sn.runtime?.unreleased) open.push(`${sn.id} has unflushed appends or unreleased effects`);
       for (const c of node.coords.values()) if (!isTerminal(c.state)) open.push(`${sn.id} coordinates ${c.name} in state ${c.state}`);
       for (const b of node.branches.values()) {
         if (b.state !== "committed" && b.state !== "rolled_back") open.push(`${sn.id} holds branch ${b.id} of ${b.name} in state ${b.state}`);
