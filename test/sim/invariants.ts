@@ -10,7 +10,8 @@
 import type { TxnState } from "../../src/protocol/messages.ts";
 import type { Effect, Input } from "../../src/txn/types.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord, Outcome } from "../../src/wal/records.ts";
-import { type SimNode, type Sim, describeInput } from "./simulator.ts";
+import type { Sim, SimNode } from "./simulator.ts";
+import { describeInput } from "./trace.ts";
 
 export class Violation extends Error {
   constructor(

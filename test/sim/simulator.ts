@@ -27,6 +27,7 @@ import { Checker, Violation } from "./invariants.ts";
 import { Bank } from "./workload.ts";
 import { Sagas, simEndpoint } from "./saga.ts";
 import { SagaChecker } from "./saga-invariants.ts";
+import { describeEffect, describeInput } from "./trace.ts";
 
 /**
  * Deliberately broken rules, to prove the checks catch them (the Node is never changed):
@@ -607,43 +608,5 @@ export class Sim {
     }
     open.push(...this.bank.waiting(), ...this.sagas.waiting());
     return open;
-  }
-}
-
-export function describeInput(i: Input): string {
-  switch (i.k) {
-    case "client":
-      return `client ${i.from.conn}#${i.from.id} ${JSON.stringify(i.req)}`;
-    case "peer":
-      return `peer ${JSON.stringify(i.msg)}`;
-    case "tick":
-      return "tick";
-    case "disconnect":
-      return `disconnect conn ${i.conn}`;
-    case "recover":
-      return `recover ${i.coordinators.map((c) => `${c.name}:${c.state}`).join(",") || "-"} / ${i.branches.map((b) => `${b.name}/${b.branch}`).join(",") || "-"}`;
-    case "applied":
-      return `applied ${i.name}/${i.branch}`;
-    case "call_result":
-      return `call_result ${i.name}#${i.index} ${i.outcome}${i.reached === false ? " (never reached)" : ""}`;
-    case "sql_finished":
-      return `sql_finished ${i.name}/${i.branch} ${i.ok}`;
-  }
-}
-
-function describeEffect(e: Effect): string {
-  switch (e.k) {
-    case "persist":
-      return `persist ${JSON.stringify(e.rec)}`;
-    case "send":
-      return `send ${e.to} ${JSON.stringify(e.msg)}`;
-    case "reply":
-      return `reply ${e.to.conn}#${e.to.id} ${JSON.stringify(e.body)}`;
-    case "after":
-      return `after ${describeInput(e.input)}`;
-    case "call":
-      return `call ${JSON.stringify(e.call)}`;
-    case "finish_sql":
-      return `finish_sql ${e.name}/${e.branch} ${e.outcome}`;
   }
 }
