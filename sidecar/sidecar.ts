@@ -59,6 +59,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   if (!isLoopback(config.host) && !config.adminTokenFile) {
     log.warn({ host: config.host }, "no --admin-token-file: the transaction API and the dashboard's data answer 401 to everyone beyond loopback");
   }
+  // The runtime's one PRNG: boot id, retry jitter, redial jitter.
+  const prng = seededPrng();
   let federation: Federation;
   try {
     federation = new Federation({
@@ -68,6 +70,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       log,
       tlsCa: config.tlsCa ? readFileSync(config.tlsCa, "utf8") : undefined,
       deliver: (msg) => runtime.input({ k: "peer", msg, now: Date.now() }),
+      random: () => prng.next(),
     });
   } catch (e) {
     throw new ConfigError((e as Error).message);
@@ -95,8 +98,6 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }
   mkdirSync(dataDir, { recursive: true });
   const wal = new LmdbWal(resolve(dataDir, "wal"));
-  // The runtime's one PRNG: boot id and retry jitter.
-  const prng = seededPrng();
   const node = new Node({
     id: config.id,
     bootId: prng.bootId(),
@@ -233,8 +234,8 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   federation.start();
 
   const tick = setInterval(() => runtime.input({ k: "tick", now: Date.now() }), timing.tickMs);
-  const storageWatch = setInterval(() => storage.check(), 250);
-  const prune = setInterval(() => wal.prune(Date.now() - timing.retentionMs), 10 * 60_000);
+  const storageWatch = setInterval(() => storage.check(), timing.storageCheckMs);
+  const prune = setInterval(() => wal.prune(Date.now() - timing.retentionMs), timing.pruneEveryMs);
 
   sidecar.stop = async () => {
     if (draining) return;
@@ -244,7 +245,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     clearInterval(tick);
     clearInterval(storageWatch);
     clearInterval(prune);
-    await Promise.race([runtime.drain(), Bun.sleep(5_000)]);
+    await Promise.race([runtime.drain(), Bun.sleep(timing.drainMaxMs)]);
     runtime.stop();
     await sqlBranches.stop();
     federation.stop();

@@ -38,6 +38,12 @@ export const timing = {
   orchestrationTimeoutMs: 300_000,
   /** Finished transactions stay readable by status (from the log) this long, then the log prunes them. */
   retentionMs: 24 * 60 * 60 * 1000,
+  /** How often the log forgets what finished more than retentionMs ago. */
+  pruneEveryMs: 10 * 60_000,
+  /** How often the sidecar reads the data directory's free space (admission control, --storage-reserve-mb). */
+  storageCheckMs: 250,
+  /** How long SIGTERM waits for everything logged to be durable before it closes anyway. */
+  drainMaxMs: 5_000,
 } as const;
 
 /** The client protocol (hello). 2: begin's branch may be chosen by the client, and prepare may carry the begin. 3: unknown fields are refused, o_create takes requirements. */

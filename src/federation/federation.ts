@@ -31,6 +31,8 @@ export interface FederationOptions {
   tlsCa?: string;
   /** A validated message from an authenticated peer, for the engine. */
   deliver(msg: PeerMessage): void;
+  /** The runtime's PRNG, in [0, 1): redial jitter (Math.random when not given, e.g. in tests). */
+  random?: () => number;
 }
 
 export type PeerState = "up" | "connecting" | "down";
@@ -94,6 +96,7 @@ export class Federation {
       secret,
       log: opts.log,
       tlsCa: opts.tlsCa,
+      random: opts.random ?? Math.random,
       events: { up: (l) => this.linkUp(l), down: (l, code, reason) => this.linkDown(l, code, reason), receive: (l, d) => this.receive(l, d) },
     };
     for (const p of opts.peers) {

@@ -29,6 +29,8 @@ export interface LinkContext {
   events: LinkEvents;
   /** CA certificates (PEM) to trust when dialing wss:// peers (--tls-ca); the system's otherwise. */
   tlsCa?: string;
+  /** The runtime's PRNG, in [0, 1): redial jitter. */
+  random(): number;
 }
 
 export const federationLimits = {

@@ -157,7 +157,7 @@ export class PeerLink {
     this.lastError = why;
     const ceiling = Math.min(federationLimits.backoffMaxMs, federationLimits.backoffMinMs * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, 16);
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2); // jitter: peers restarted together do not redial in lockstep
+    const delay = ceiling / 2 + this.ctx.random() * (ceiling / 2); // jitter: peers restarted together do not redial in lockstep
     this.ctx.log.debug({ peer: this.peer, url: this.url, reason: why, retryMs: Math.round(delay) }, "peer link down; redialing");
     this.setState("backoff");
     this.retry = setTimeout(() => this.dial(), delay);
