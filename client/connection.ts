@@ -1,6 +1,8 @@
 // The client's connection to its sidecar: one Unix socket, pipelined msgpack frames, replies matched by
-// id and read with their op's schema (src/protocol/replies.ts), redialed when lost.
-import type { Socket } from "bun";
+// id and read with their op's schema (src/protocol/replies.ts), redialed when lost. node:net, so the
+// same code runs on Node.js and on Bun (docs/decisions.md, "One client for Node.js and Bun").
+import { createConnection, type Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
 import { encodeFrame, FrameDecoder } from "../src/protocol/frame.ts";
 import { type ClientOp, type ClientRequest, describeZodError } from "../src/protocol/messages.ts";
@@ -36,12 +38,12 @@ export class Conn {
   sidecar = "";
   defaultTimeoutMs = 0;
   lost?: DtxClientError;
-  socket?: Socket<undefined>;
+  socket?: Socket;
   private readonly decoder = new FrameDecoder();
   private readonly pending = new Map<number, Pending>();
   private out: Uint8Array[] = []; // frames written this tick, or a remainder the kernel has not taken yet
   private flushQueued = false;
-  private draining = false; // the last write was short; wait for `drain`
+  private draining = false; // the socket's buffer is full; wait for `drain`
   private readonly slotWaiters: (() => void)[] = []; // requests waiting for requestsInFlightPerConnMax to allow them
 
   constructor(
@@ -104,7 +106,7 @@ export class Conn {
 
   break(error: DtxClientError): void {
     this.lose(error);
-    this.socket?.terminate();
+    this.socket?.destroy();
   }
 
   drained(): void {
@@ -116,9 +118,8 @@ export class Conn {
     this.flushQueued = false;
     if (this.lost || this.draining || this.out.length === 0 || !this.socket) return;
     const bytes = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out);
-    const written = Math.max(0, this.socket.write(bytes));
-    this.draining = written < bytes.length;
-    this.out = this.draining ? [bytes.subarray(written)] : [];
+    this.out = [];
+    this.draining = !this.socket.write(bytes); // the socket keeps what the kernel has not taken yet
   }
 
   data(chunk: Uint8Array): void {
@@ -161,6 +162,27 @@ export interface Connection {
   close(): void;
 }
 
+const runtime = process.versions.bun ? `bun/${process.versions.bun}` : `node/${process.versions.node}`;
+
+/** A connected socket to `path` that feeds `c`; rejects if it cannot connect (no sidecar there yet, say). */
+function openSocket(path: string, c: Conn): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ path });
+    let connected = false;
+    s.on("data", (chunk: Buffer) => c.data(chunk));
+    s.on("drain", () => c.drained());
+    s.on("close", () => c.lose(new ProtocolError("CONNECTION_LOST", `lost the connection to the sidecar at ${path}`, true)));
+    s.on("error", (error) => {
+      if (connected) c.break(new ProtocolError("CONNECTION_LOST", `socket error: ${error.message}`, true, { cause: error }));
+      else reject(error);
+    });
+    s.once("connect", () => {
+      connected = true;
+      resolve(s);
+    });
+  });
+}
+
 export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connection {
   const path = opts.socket ?? process.env.DTX_SOCKET ?? "./.dtx/sidecar.sock";
   const reconnect = opts.reconnect !== false;
@@ -175,21 +197,13 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
 
   async function dial(deadline: number): Promise<Conn> {
     const c = new Conn(nextId, hooks);
-    c.socket = await Bun.connect({
-      unix: path,
-      socket: {
-        data: (_s, chunk) => c.data(chunk),
-        drain: () => c.drained(),
-        close: (_s, error) => c.lose(new ProtocolError("CONNECTION_LOST", `lost the connection to the sidecar at ${path}`, true, { cause: error })),
-        error: (_s, error) => c.break(new ProtocolError("CONNECTION_LOST", `socket error: ${error.message}`, true, { cause: error })),
-      },
-    });
+    c.socket = await openSocket(path, c);
     const timer = setTimeout(
       () => c.break(new ProtocolError("TIMEOUT", `the sidecar at ${path} did not answer hello within ${connectTimeoutMs} ms`, true)),
       Math.max(0, deadline - Date.now()),
     );
     try {
-      const hello = await c.send("hello", { version: PROTOCOL_VERSION, client: `dtx-client bun/${Bun.version}` });
+      const hello = await c.send("hello", { version: PROTOCOL_VERSION, client: `dtx-client ${runtime}` });
       c.sidecar = hello.sidecar;
       c.defaultTimeoutMs = hello.defaultTimeoutMs;
       await hooks.opened(c);
@@ -225,7 +239,7 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
           { cause: failure },
         );
       }
-      await Bun.sleep(delay);
+      await sleep(delay);
     }
   }
 
