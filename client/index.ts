@@ -12,7 +12,7 @@ import { SqlPools } from "./sql.ts";
 import { type BeginOptions, beginDistributed, join, type Tx } from "./transaction.ts";
 
 export * from "./errors.ts";
-export type { SqlHandle } from "./sql.ts";
+export type { SqlHandle, SqlHelper, SqlResult } from "./sql.ts";
 export type { BeginOptions, CallbackCall, ConnectOptions, ServiceHandlers, Tx };
 
 export type Protocol = PrepareResult["protocol"];

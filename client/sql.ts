@@ -10,21 +10,27 @@
 //      connection, and reconciles after crashes.
 // A reserved connection, not a pool: a pool would silently reconnect after a
 // dropped connection and run the rest of the callback outside the transaction.
-// PostgreSQL connections go back to the client's pool after PREPARE
-// TRANSACTION (nothing ties the prepared branch to them); MySQL ones are closed.
-import { type ReservedSQL, SQL } from "bun";
+// PostgreSQL connections go back to the client's pool after PREPARE TRANSACTION
+// (nothing ties the prepared branch to them); MySQL ones are closed. The drivers
+// are postgres.js and mysql2, on Node.js and on Bun alike, loaded on first use
+// (sql-postgres.ts, sql-mysql.ts); this file is the branch protocol, written once.
 import { ErrorCode } from "../src/protocol/errors.ts";
-import { type SqlKind, pgGidLiteral, preparedDisabledMessage, redactUrl, sqlErrorCode, xaXid } from "../src/protocol/sql-branch.ts";
+import { type SqlKind, preparedDisabledMessage, redactUrl, sqlErrorCode } from "../src/protocol/sql-branch.ts";
 import { DtxClientError, ProtocolError, SqlError } from "./errors.ts";
+import { SqlHelper, type SqlPool, type SqlPoolOptions, type SqlResult, type SqlSession } from "./sql-session.ts";
+
+export { SqlHelper, type SqlResult };
 
 /** A Bun.sql-style handle bound to one database branch of a transaction. */
 export interface SqlHandle {
-  /** A query: ``await tx.sql("orders")`INSERT INTO orders VALUES (${id})` ``. */
-  (strings: TemplateStringsArray, ...values: unknown[]): Promise<any>;
-  /** A Bun.sql helper, e.g. sql(row) or sql(rows, "id", "qty") inside a query. */
-  (value: object, ...columns: string[]): unknown;
-  /** A query given as text with $1/? parameters (no template escaping: never put user input in `text`). */
-  unsafe(text: string, params?: unknown[]): Promise<any>;
+  /** A query: ``await tx.sql("orders")`INSERT INTO orders VALUES (${id})` ``; values are sent as parameters (PostgreSQL) or escaped literals (MySQL). */
+  <Row = Record<string, any>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<SqlResult<Row>>;
+  /** A helper inside a query: sql(row) or sql(rows, "id", "qty") after INSERT INTO t, sql(row) after SET, sql(list) after IN, sql("name") for an identifier. */
+  (value: object | string, ...columns: string[]): SqlHelper;
+  /** A query given as text with the database's own placeholders, $1 (PostgreSQL) or ? (MySQL); never put user input in `text`. */
+  unsafe<Row = Record<string, any>>(text: string, params?: readonly unknown[]): Promise<SqlResult<Row>>;
+  /** Which kind of database this is; opens the branch if no query has yet. */
+  kind(): Promise<SqlKind>;
 }
 
 export interface SqlOpened {
@@ -36,41 +42,41 @@ export interface SqlOpened {
 interface Branch {
   db: string;
   state: "opening" | "open" | "failed" | "prepared" | "rolled_back";
-  opening: Promise<ReservedSQL>;
+  opening: Promise<SqlSession>;
   gid?: string;
   kind?: SqlKind;
   url?: string;
-  conn?: ReservedSQL;
+  conn?: SqlSession;
 }
 
-const connectTimeoutS = 5;
-const closeTimeoutS = 5;
-/** Connections one client keeps per database URL; a transaction holds one per database while its callback runs. */
-export const sqlPoolMax = 64;
-const idleTimeoutS = 30;
+const poolOptions: SqlPoolOptions = {
+  /** Connections one client keeps per database URL; a transaction holds one per database while its callback runs. */
+  max: 64,
+  connectTimeoutS: 5,
+  idleTimeoutS: 30,
+  closeTimeoutS: 5,
+};
 
 /** One client's connection pools, one per database URL. */
 export class SqlPools {
-  private readonly pools = new Map<string, SQL>();
+  private readonly pools = new Map<string, Promise<SqlPool>>();
 
-  reserve(url: string): Promise<ReservedSQL> {
+  async reserve(url: string, kind: SqlKind): Promise<SqlSession> {
     let pool = this.pools.get(url);
     if (!pool) {
-      pool = new SQL(url, { max: sqlPoolMax, connectionTimeout: connectTimeoutS, idleTimeout: idleTimeoutS });
+      // Loaded on first use: a service that never runs SQL loads neither driver.
+      pool = kind === "postgres" ? import("./sql-postgres.ts").then((m) => m.postgresPool(url, poolOptions)) : import("./sql-mysql.ts").then((m) => m.mysqlPool(url, poolOptions));
       this.pools.set(url, pool);
     }
-    return pool.reserve();
+    return (await pool).reserve();
   }
 
   async close(): Promise<void> {
     const pools = [...this.pools.values()];
     this.pools.clear();
-    await Promise.all(pools.map((p) => p.close({ timeout: closeTimeoutS }).catch(() => {})));
+    await Promise.all(pools.map(async (p) => (await p).close().catch(() => {})));
   }
 }
-
-// Helpers (sql(row)) are plain values that any connection renders, so one is made before a branch connects.
-let helperSql: SQL | undefined;
 
 /** The SQL branches of one transaction branch (one Tx). */
 export class TxSql {
@@ -88,30 +94,27 @@ export class TxSql {
 
   handle(db: string): SqlHandle {
     const h = ((first: unknown, ...rest: unknown[]) => {
-      if (!isTemplate(first)) {
-        const conn = this.branches.get(db)?.conn;
-        helperSql ??= new SQL({ adapter: "postgres", hostname: "127.0.0.1", port: 1, max: 1 });
-        return (conn ?? helperSql)(first as Record<string, unknown>, ...(rest as string[]));
-      }
-      return this.query(db, (c) => c(first, ...rest));
+      if (!isTemplate(first)) return new SqlHelper(first, rest as string[]);
+      return this.query(db, (c) => c.query(first, rest));
     }) as SqlHandle;
-    h.unsafe = (text, params) => this.query(db, (c) => c.unsafe(text, params));
+    h.unsafe = (text, params) => this.query(db, (c) => c.unsafe(text, params)) as Promise<SqlResult<any>>;
+    h.kind = () => this.query(db, async () => this.branches.get(db)?.kind as SqlKind);
     return h;
   }
 
-  private query(db: string, run: (c: ReservedSQL) => PromiseLike<any>): Promise<any> {
+  private query<T>(db: string, run: (c: SqlSession) => Promise<T>): Promise<T> {
     if (!this.running()) {
       return Promise.reject(new ProtocolError("INVALID_STATE", `transaction ${this.txName}: tx.sql("${db}") after its callback returned; use it only inside the callback`));
     }
     const b = this.branch(db);
-    if (b.conn && b.state === "open") return Promise.resolve(run(b.conn));
+    if (b.conn && b.state === "open") return run(b.conn);
     return b.opening.then(run);
   }
 
   private branch(db: string): Branch {
     let b = this.branches.get(db);
     if (!b) {
-      const fresh: Branch = { db, state: "opening", opening: Promise.resolve() as unknown as Promise<ReservedSQL> };
+      const fresh: Branch = { db, state: "opening", opening: Promise.resolve() as unknown as Promise<SqlSession> };
       fresh.opening = this.connect(fresh);
       fresh.opening.catch(() => {}); // the caller's query sees the error; prepareAll reports it again
       this.branches.set(db, fresh);
@@ -120,7 +123,7 @@ export class TxSql {
     return b;
   }
 
-  private async connect(b: Branch): Promise<ReservedSQL> {
+  private async connect(b: Branch): Promise<SqlSession> {
     let opened: SqlOpened;
     try {
       opened = await this.open(b.db);
@@ -132,9 +135,9 @@ export class TxSql {
     b.kind = opened.kind;
     b.url = opened.url;
     try {
-      const conn = await this.pools.reserve(opened.url);
+      const conn = await this.pools.reserve(opened.url, opened.kind);
       b.conn = conn;
-      await conn.unsafe(opened.kind === "postgres" ? "BEGIN" : `XA START ${xaXid(opened.gid)}`);
+      await conn.begin(opened.gid);
       b.state = "open";
       return conn;
     } catch (err) {
@@ -157,21 +160,13 @@ export class TxSql {
     if (b.state !== "open" || !b.conn || !b.gid) {
       throw new SqlError(ErrorCode.SQL_PREPARE_FAILED, `database "${b.db}": its SQL branch could not be opened, so the transaction cannot be prepared`, b.db);
     }
-    const c = b.conn;
     try {
-      if (b.kind === "postgres") {
-        const r = await c.unsafe(`PREPARE TRANSACTION ${pgGidLiteral(b.gid)}`);
-        if (r.command !== "PREPARE TRANSACTION") {
-          throw new SqlError(
-            ErrorCode.SQL_PREPARE_FAILED,
-            `database "${b.db}" rolled its transaction back instead of preparing it: a statement in it failed (PostgreSQL aborts the whole transaction then, even if the error was caught), or the callback ended the transaction itself`,
-            b.db,
-          );
-        }
-      } else {
-        const xid = xaXid(b.gid);
-        await c.unsafe(`XA END ${xid}`);
-        await c.unsafe(`XA PREPARE ${xid}`);
+      if ((await b.conn.prepare(b.gid)) === "rolled_back") {
+        throw new SqlError(
+          ErrorCode.SQL_PREPARE_FAILED,
+          `database "${b.db}" rolled its transaction back instead of preparing it: a statement in it failed (PostgreSQL aborts the whole transaction then, even if the error was caught), or the callback ended the transaction itself`,
+          b.db,
+        );
       }
     } catch (err) {
       b.state = "failed";
@@ -179,7 +174,7 @@ export class TxSql {
       throw sqlError(b, err, "prepare");
     }
     b.state = "prepared";
-    await this.close(b, b.kind === "postgres"); // MariaDB finishes a prepared XA branch elsewhere only once this connection closed
+    await this.close(b); // MariaDB finishes a prepared XA branch elsewhere only once this connection closed
     await this.report(b.db, b.gid);
   }
 
@@ -191,32 +186,18 @@ export class TxSql {
 
   private async rollbackOne(b: Branch): Promise<void> {
     await b.opening.catch(() => {});
-    const c = b.conn;
-    let clean = false;
-    if (c && b.gid && (b.state === "open" || b.state === "failed")) {
-      try {
-        if (b.kind === "postgres") await c.unsafe("ROLLBACK");
-        else {
-          const xid = xaXid(b.gid);
-          await c.unsafe(`XA END ${xid}`).catch(() => {});
-          await c.unsafe(`XA ROLLBACK ${xid}`);
-        }
-        clean = b.kind === "postgres";
-      } catch {
-        // Closing the connection rolls back an unprepared transaction anyway.
-      }
+    if (b.conn && b.gid && (b.state === "open" || b.state === "failed")) {
+      // Closing the connection rolls back an unprepared transaction anyway.
+      await b.conn.rollback(b.gid).catch(() => {});
     }
     if (b.state !== "prepared") b.state = "rolled_back";
-    await this.close(b, clean);
+    await this.close(b);
   }
 
-  /** Back to the pool when `reuse` (a PostgreSQL connection with no transaction open), else closed. */
-  private async close(b: Branch, reuse = false): Promise<void> {
+  private async close(b: Branch): Promise<void> {
     const c = b.conn;
     b.conn = undefined;
-    if (!c) return;
-    if (reuse) await c.release().catch(() => {});
-    else await c.close({ timeout: closeTimeoutS }).catch(() => {});
+    if (c) await c.end().catch(() => {});
   }
 }
 

@@ -23,6 +23,7 @@ export const localBranchCharsMax = 13;
 const marker = "dtx";
 const field = /^[A-Za-z0-9_.-]+$/;
 const gidChars = /^[A-Za-z0-9_.:-]+$/;
+const sqlStatePattern = /^[0-9A-Z]{5}$/;
 
 export interface GidParts {
   sidecar: string;
@@ -103,18 +104,23 @@ export function preparedDisabledMessage(db: string): string {
   );
 }
 
-/** What a database error means for a branch, when it is one dtx gives a stable code. */
+/**
+ * What a database error means for a branch, when it is one dtx gives a stable code. Reads the errors of
+ * Bun.sql (the sidecar's drivers: SQLSTATE or MySQL errno in `errno`), postgres.js (SQLSTATE in `code`)
+ * and mysql2 (errno in `errno`) alike; connection failures of all three carry a `code` such as ECONNREFUSED.
+ */
 export function sqlErrorCode(kind: SqlKind, err: unknown): ErrorCode | undefined {
   const e = err as { code?: unknown; errno?: unknown; message?: unknown } | null;
   const code = String(e?.code ?? "");
   const errno = String(e?.errno ?? "");
   const message = String(e?.message ?? "");
-  if (/CONNECTION|ECONN|EPIPE|ETIMEDOUT|ENOTFOUND|TLS|AUTH/i.test(code) && !/SERVER_ERROR/.test(code)) return ErrorCode.SQL_CONNECTION_FAILED;
+  if (/CONNECTION|CONNECT_TIMEOUT|ECONN|EPIPE|ETIMEDOUT|ENOTFOUND|TLS|AUTH/i.test(code) && !/SERVER_ERROR/.test(code)) return ErrorCode.SQL_CONNECTION_FAILED;
   if (kind === "postgres") {
-    if (errno === "55000" && /prepared transactions are disabled/i.test(message)) return ErrorCode.SQL_PREPARED_DISABLED;
-    if (errno === "42710") return ErrorCode.SQL_GID_DUPLICATE;
-    if (errno === "42704") return ErrorCode.SQL_GID_UNKNOWN;
-    if (/^(08|57P)/.test(errno) || errno === "3D000" || errno === "28P01" || errno === "28000") return ErrorCode.SQL_CONNECTION_FAILED;
+    const state = sqlStatePattern.test(code) ? code : errno;
+    if (state === "55000" && /prepared transactions are disabled/i.test(message)) return ErrorCode.SQL_PREPARED_DISABLED;
+    if (state === "42710") return ErrorCode.SQL_GID_DUPLICATE;
+    if (state === "42704") return ErrorCode.SQL_GID_UNKNOWN;
+    if (/^(08|57P)/.test(state) || state === "3D000" || state === "28P01" || state === "28000") return ErrorCode.SQL_CONNECTION_FAILED;
   } else {
     if (errno === "1440") return ErrorCode.SQL_GID_DUPLICATE;
     if (errno === "1397") return ErrorCode.SQL_GID_UNKNOWN;

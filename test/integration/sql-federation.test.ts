@@ -58,10 +58,10 @@ describe.skipIf(!gate.run)("SQL branches across two sidecars", () => {
   async function prepareAcross(name: string, id: number) {
     return a.beginDistributed(name, async (tx) => {
       await tx.put(`orders/${id}`, id);
-      await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id) VALUES (${id})`;
+      await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id) VALUES (${id})`;
       await b.join(tx.context, async (t) => {
         await t.put(`stock/${id}`, id);
-        await t.sql("stock")`INSERT INTO ${admin.my(stock)} (id) VALUES (${id})`;
+        await t.sql("stock")`INSERT INTO ${t.sql("stock")(stock)} (id) VALUES (${id})`;
       });
     });
   }

@@ -56,8 +56,8 @@ describe.skipIf(!gate.run)("SQL branches across crashes", () => {
     let dtx = await connect({ socket: sc.socket });
     await dtx.beginDistributed("rec-prepared", async (tx) => {
       await tx.put("orders/10", 10);
-      await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku) VALUES (${10}, ${"A"})`;
-      await tx.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${10}, ${1})`;
+      await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id, sku) VALUES (${10}, ${"A"})`;
+      await tx.sql("stock")`INSERT INTO ${tx.sql("stock")(stock)} (id, qty) VALUES (${10}, ${1})`;
     });
     await sc.kill9();
     dtx.close();
@@ -85,8 +85,8 @@ describe.skipIf(!gate.run)("SQL branches across crashes", () => {
       const sc = await startSidecar(id, [`orders=${via(pgUrl, pgProxy.port)}`, `stock=${via(mysqlUrl, myProxy.port)}`]);
       const dtx = await connect({ socket: sc.socket });
       await dtx.beginDistributed("rec-decided", async (tx) => {
-        await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku) VALUES (${11}, ${"A"})`;
-        await tx.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${11}, ${1})`;
+        await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id, sku) VALUES (${11}, ${"A"})`;
+        await tx.sql("stock")`INSERT INTO ${tx.sql("stock")(stock)} (id, qty) VALUES (${11}, ${1})`;
       });
       // The databases become unreachable for the sidecar; the decision is still made and logged.
       pgProxy.stop();
@@ -118,8 +118,8 @@ describe.skipIf(!gate.run)("SQL branches across crashes", () => {
     const begun = a
       .beginDistributed("rec-undecided", async (tx) => {
         await b.join(tx.context, async (t) => {
-          await t.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku) VALUES (${12}, ${"A"})`;
-          await t.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${12}, ${1})`;
+          await t.sql("orders")`INSERT INTO ${t.sql("orders")(orders)} (id, sku) VALUES (${12}, ${"A"})`;
+          await t.sql("stock")`INSERT INTO ${t.sql("stock")(stock)} (id, qty) VALUES (${12}, ${1})`;
         });
         joined();
         await stillWorking; // the coordinator's service is still working when the sidecar dies

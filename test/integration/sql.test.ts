@@ -42,8 +42,8 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
 
   async function writeEverywhere(tx: Parameters<Parameters<Client["beginDistributed"]>[1]>[0], id: number) {
     await tx.put(`orders/${id}`, { id });
-    await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku) VALUES (${id}, ${"A"})`;
-    await tx.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${id}, ${9})`;
+    await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id, sku) VALUES (${id}, ${"A"})`;
+    await tx.sql("stock")`INSERT INTO ${tx.sql("stock")(stock)} (id, qty) VALUES (${id}, ${9})`;
   }
 
   test("prepared: invisible everywhere and held by both databases under gids naming the sidecar; commit makes it visible everywhere", async () => {
@@ -94,8 +94,8 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
     const err = await dtx
       .beginDistributed("sql-pg-refuses", async (tx) => {
         await tx.put("orders/4", { id: 4 });
-        await tx.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${4}, ${1})`;
-        await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku, parent) VALUES (${4}, ${"A"}, ${999})`; // no parent 999: fails at PREPARE
+        await tx.sql("stock")`INSERT INTO ${tx.sql("stock")(stock)} (id, qty) VALUES (${4}, ${1})`;
+        await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id, sku, parent) VALUES (${4}, ${"A"}, ${999})`; // no parent 999: fails at PREPARE
       })
       .catch((e) => e);
     expect(err).toBeInstanceOf(SqlError);
@@ -130,9 +130,9 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
     const other = await connect({ socket: sc.socket });
     try {
       await dtx.beginDistributed("sql-join", async (tx) => {
-        await tx.sql("orders")`INSERT INTO ${admin.pg(orders)} (id, sku) VALUES (${6}, ${"B"})`;
+        await tx.sql("orders")`INSERT INTO ${tx.sql("orders")(orders)} (id, sku) VALUES (${6}, ${"B"})`;
         await other.join(tx.context, async (t) => {
-          await t.sql("stock")`INSERT INTO ${admin.my(stock)} (id, qty) VALUES (${6}, ${2})`;
+          await t.sql("stock")`INSERT INTO ${t.sql("stock")(stock)} (id, qty) VALUES (${6}, ${2})`;
         });
       });
       expect((await admin.gids(sidecarId)).my).toHaveLength(1);

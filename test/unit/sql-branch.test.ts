@@ -43,6 +43,18 @@ describe("database errors", () => {
     expect(sqlErrorCode("postgres", { code: "ERR_POSTGRES_SERVER_ERROR", errno: "23503" })).toBeUndefined();
   });
 
+  test("postgres.js and mysql2 (the client's drivers): SQLSTATE in code, errno, Node's connection errors", () => {
+    expect(sqlErrorCode("postgres", { code: "55000", message: "prepared transactions are disabled" })).toBe("SQL_PREPARED_DISABLED");
+    expect(sqlErrorCode("postgres", { code: "42710" })).toBe("SQL_GID_DUPLICATE");
+    expect(sqlErrorCode("postgres", { code: "57P01" })).toBe("SQL_CONNECTION_FAILED");
+    expect(sqlErrorCode("postgres", { code: "ECONNREFUSED", errno: -111 })).toBe("SQL_CONNECTION_FAILED");
+    expect(sqlErrorCode("postgres", { code: "CONNECT_TIMEOUT" })).toBe("SQL_CONNECTION_FAILED");
+    expect(sqlErrorCode("postgres", { code: "23503" })).toBeUndefined();
+    expect(sqlErrorCode("mysql", { code: "ER_XAER_DUPID", errno: 1440 })).toBe("SQL_GID_DUPLICATE");
+    expect(sqlErrorCode("mysql", { code: "PROTOCOL_CONNECTION_LOST" })).toBe("SQL_CONNECTION_FAILED");
+    expect(sqlErrorCode("mysql", { code: "ER_DUP_ENTRY", errno: 1062 })).toBeUndefined();
+  });
+
   test("MySQL/MariaDB: XAER_DUPID, XAER_NOTA, lost connections", () => {
     expect(sqlErrorCode("mysql", { errno: 1440 })).toBe("SQL_GID_DUPLICATE");
     expect(sqlErrorCode("mysql", { errno: 1397 })).toBe("SQL_GID_UNKNOWN");
