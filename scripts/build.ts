@@ -16,7 +16,7 @@ export const bundlePath = join(root, "dist", "dtx.js");
 // What the bundle is made of: our sources, this script, and the installed dependencies (npm rewrites its lock there on every install).
 const sources = ["src", "sidecar", "package.json", "scripts/build.ts", "node_modules/.package-lock.json"];
 
-function newestSource(path: string): number {
+export function newestSource(path: string): number {
   const st = statSync(path, { throwIfNoEntry: false });
   if (!st) return 0;
   if (!st.isDirectory()) return st.mtimeMs;
@@ -46,6 +46,9 @@ export async function buildBundle(): Promise<string> {
     // about 20 ms of a ~130 ms load here. Bun builds bytecode for CommonJS output only (outside --compile).
     format: "cjs",
     bytecode: true,
+    // The client's SQL drivers (tx.sql, loaded on first use): the sidecar's CLI imports the client but
+    // never runs tx.sql, so they stay out of the bundle and are required from node_modules if ever used.
+    external: ["postgres", "mysql2", "mysql2/promise"],
     plugins: [
       {
         // `dtx bench` runs from source (npm run bench) and needs the test helpers; the sidecar's bundle
