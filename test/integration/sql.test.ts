@@ -158,6 +158,24 @@ describe.skipIf(!gate.run)("SQL branches (PostgreSQL + MariaDB)", () => {
     expect((await dtx.status("sql-unknown-db")).state).toBe("rolled_back");
   });
 
+  test("tx.sql's helpers and results read the same on PostgreSQL and MariaDB: rows in, rows by IN out, counts beside them", async () => {
+    const seen: Record<string, unknown> = {};
+    await dtx.beginDistributed("sql-helpers", async (tx) => {
+      for (const [db, table, rows] of [["orders", orders, [{ id: 20, sku: "A" }, { id: 21, sku: "B" }]], ["stock", stock, [{ id: 20, qty: 1 }, { id: 21, qty: 2 }]]] as const) {
+        const q = tx.sql(db);
+        const inserted = await q`INSERT INTO ${q(table)} ${q(rows)}`;
+        const read = await q`SELECT id FROM ${q(table)} WHERE id IN ${q([20, 21])} ORDER BY id`;
+        seen[db] = { kind: await q.kind(), affected: inserted.affectedRows, rows: [...read], count: read.count };
+      }
+    });
+    expect(seen).toEqual({
+      orders: { kind: "postgres", affected: 2, rows: [{ id: 20 }, { id: 21 }], count: 2 },
+      stock: { kind: "mysql", affected: 2, rows: [{ id: 20 }, { id: 21 }], count: 2 },
+    });
+    await dtx.rollbackDistributed("sql-helpers");
+    await noGidsLeft();
+  });
+
   test("tx.sql after the callback returned is refused", async () => {
     let kept: ReturnType<Parameters<Parameters<Client["beginDistributed"]>[1]>[0]["sql"]> | undefined;
     await dtx.beginDistributed("sql-late", async (tx) => {
