@@ -76,6 +76,19 @@ for (const rt of runtimes) {
   });
 }
 
+test("a Node.js service that never imports dtx/kysely runs without Kysely installed", () => {
+  ensureClientBuild();
+  const hook = join(root, "test/consumer/without-kysely.mjs");
+  const node = (args: string[]) => Bun.spawnSync(["node", "--import", hook, ...args], { cwd: root, env: { ...process.env, DTX_SOCKET: A.socket }, timeout: 20_000 });
+  const withoutKysely = node([example]);
+  expect(withoutKysely.stderr.toString()).toBe("");
+  expect(withoutKysely.exitCode).toBe(0);
+  // The hook bites: dtx/kysely itself cannot load there.
+  const kysely = node(["--input-type=module", "-e", 'await import("dtx/kysely")']);
+  expect(kysely.exitCode).not.toBe(0);
+  expect(kysely.stderr.toString()).toContain("kysely is not installed");
+}, 30_000);
+
 test("a Node.js service's TypeScript compiles against dtx/client's and dtx/kysely's published types (tsc --noEmit)", () => {
   ensureClientBuild();
   const tsc = Bun.spawnSync([process.execPath, join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "test/consumer/tsconfig.json")], { cwd: root });
