@@ -290,9 +290,13 @@ export function renderBlock(block: string, old: string): string {
 
 const blockRe = /<!-- schema: ([^>]+?) -->\n([\s\S]*?)<!-- \/schema -->/g;
 
-/** The document with every block rendered again; and what is wrong with it (missing, unknown or doubled blocks, TODOs). */
-export function render(doc: string): { text: string; problems: string[] } {
+/**
+ * The document with every block rendered again; what is wrong with it (missing, unknown or doubled blocks,
+ * TODOs); and, per block whose committed text differs from its rendering, the lines that differ.
+ */
+export function render(doc: string): { text: string; problems: string[]; stale: string[] } {
   const problems: string[] = [];
+  const stale: string[] = [];
   const wanted = blocks();
   const seen = new Map<string, number>();
   const text = doc.replace(blockRe, (_m, block: string, old: string) => {
@@ -301,7 +305,9 @@ export function render(doc: string): { text: string; problems: string[] } {
       problems.push(`unknown block "${block}": nothing in src/protocol renders it`);
       return `<!-- schema: ${block} -->\n${old}<!-- /schema -->`;
     }
-    return `<!-- schema: ${block} -->\n${renderBlock(block, old)}<!-- /schema -->`;
+    const fresh = renderBlock(block, old);
+    if (fresh !== old) stale.push(`block "${block}":\n${lineDiff(old, fresh).join("\n")}`);
+    return `<!-- schema: ${block} -->\n${fresh}<!-- /schema -->`;
   });
   for (const b of wanted.keys()) {
     const n = seen.get(b) ?? 0;
@@ -309,44 +315,39 @@ export function render(doc: string): { text: string; problems: string[] } {
     if (n > 1) problems.push(`block "${b}" appears ${n} times; describe it once`);
   }
   for (const [i, line] of text.split("\n").entries()) if (line.startsWith("|") && line.endsWith(`| ${todo} |`)) problems.push(`line ${i + 1}: ${splitCells(line)[0]} has no meaning yet (${todo})`);
-  return { text, problems };
+  return { text, problems, stale };
 }
 
-/** Lines that differ between the committed document and the rendered one, for the check's message. */
-export function differences(doc: string, text: string): string[] {
-  const a = doc.split("\n");
-  const b = text.split("\n");
+/** `- ` the committed lines the rendering drops, `+ ` the ones it adds (a longest-common-subsequence diff; blocks are short). */
+function lineDiff(before: string, after: string): string[] {
+  const a = before.split("\n");
+  const b = after.split("\n");
+  const lcs = a.map(() => new Array<number>(b.length + 1).fill(0));
+  lcs.push(new Array<number>(b.length + 1).fill(0));
+  for (let i = a.length - 1; i >= 0; i--) for (let j = b.length - 1; j >= 0; j--) lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
   const out: string[] = [];
-  for (let i = 0, j = 0; (i < a.length || j < b.length) && out.length < 40; ) {
-    if (a[i] === b[j]) {
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (i < a.length && j < b.length && a[i] === b[j]) {
       i++;
       j++;
-      continue;
-    }
-    // Resynchronise on the next line both share.
-    const nextInB = b.indexOf(a[i], j);
-    const nextInA = a.indexOf(b[j], i);
-    if (nextInB !== -1 && (nextInA === -1 || nextInB - j <= nextInA - i)) {
-      for (; j < nextInB; j++) out.push(`+ ${b[j]}`);
-    } else if (nextInA !== -1) {
-      for (; i < nextInA; i++) out.push(`- line ${i + 1}: ${a[i]}`);
-    } else {
-      if (i < a.length) out.push(`- line ${i + 1}: ${a[i++]}`);
-      if (j < b.length) out.push(`+ ${b[j++]}`);
-    }
+    } else if (j < b.length && (i === a.length || lcs[i][j + 1] >= lcs[i + 1][j])) out.push(`+ ${b[j++]}`);
+    else out.push(`- ${a[i++]}`);
   }
   return out;
 }
 
 if (import.meta.main) {
   const doc = readFileSync(docPath, "utf8");
-  const { text, problems } = render(doc);
-  if (process.argv.includes("--write")) {
+  const write = process.argv.includes("--write");
+  const { text, problems, stale } = render(doc);
+  if (write) {
     if (text !== doc) writeFileSync(docPath, text);
     console.log(text === doc ? "docs/protocol.md: tables already match the schemas" : "docs/protocol.md: tables rendered from the schemas");
-  } else if (text !== doc) {
-    console.error(`docs/protocol.md differs from what the schemas say (run npx bun scripts/protocol-doc.ts --write):\n${differences(doc, text).join("\n")}`);
+  } else if (stale.length) {
+    console.error(`docs/protocol.md differs from what the schemas say (npx bun scripts/protocol-doc.ts --write renders it):\n${stale.join("\n")}`);
   }
   for (const p of problems) console.error(`docs/protocol.md: ${p}`);
-  process.exit(problems.length || (!process.argv.includes("--write") && text !== doc) ? 1 : 0);
+  process.exit(problems.length || (!write && stale.length) ? 1 : 0);
 }

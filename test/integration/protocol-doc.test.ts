@@ -69,31 +69,26 @@ class RawConn {
       const i = this.inbox.findIndex((f) => pick(f.body));
       if (i >= 0) return this.inbox.splice(i, 1)[0];
       if (this.closed) throw new Error(`${what}: the connection closed first`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${what}: nothing within ${replyWaitMs} ms; received instead: ${JSON.stringify(toTagged(this.inbox.map((f) => f.body)))}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      if (!(await this.arrival(deadline))) throw new Error(`${what}: nothing within ${replyWaitMs} ms; received instead: ${JSON.stringify(toTagged(this.inbox.map((f) => f.body)))}`);
     }
   }
 
   async waitClosed(what: string) {
     const deadline = Date.now() + replyWaitMs;
-    while (!this.closed) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${what}: the sidecar did not close the connection within ${replyWaitMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    while (!this.closed) if (!(await this.arrival(deadline))) throw new Error(`${what}: the sidecar did not close the connection within ${replyWaitMs} ms`);
+  }
+
+  /** Resolves true when a frame arrives or the connection closes, false at `deadline`. */
+  private arrival(deadline: number): Promise<boolean> {
+    const left = deadline - Date.now();
+    if (left <= 0) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), left);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
   }
 
   end() {
