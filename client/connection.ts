@@ -41,7 +41,7 @@ export class Conn {
   socket?: Socket;
   private readonly decoder = new FrameDecoder();
   private readonly pending = new Map<number, Pending>();
-  private out: Uint8Array[] = []; // frames written this tick, or a remainder the kernel has not taken yet
+  private out: Uint8Array[] = []; // frames written this tick, or while the socket drains
   private flushQueued = false;
   private draining = false; // the socket's buffer is full; wait for `drain`
   private readonly slotWaiters: (() => void)[] = []; // requests waiting for requestsInFlightPerConnMax to allow them
