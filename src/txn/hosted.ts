@@ -16,7 +16,7 @@ import type { LockTable } from "../store/locks.ts";
 import { type BarrierOp, type BarrierSummary, type HostedRef, type StepOp, foldBarrier, inDoubt } from "../wal/orchestration-records.ts";
 import { type LogRecord, type Write, defined } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
-import { beforeImage, lockedKeyError, storeWrites } from "./store-step.ts";
+import { beforeImage, storeWrites } from "./store-step.ts";
 import type { Input, ServiceInvoke } from "./types.ts";
 
 export interface HostedHost {
@@ -54,10 +54,12 @@ export class Hosted {
   private readonly lanes = new Map<string, BarrierLane>();
   private readonly runs = new Map<string, Run>();
   /**
-   * The barrier entry of every key with a live lane, with what this step logged: the log shows a step's
-   * records only once the step returned, and the next run of a lane may start in the same step.
+   * The barrier entry of every key with a live lane or records not yet durable, with what was logged: the log
+   * shows a step's records only once they are committed (in the sidecar, at the end of the turn), and the next
+   * operation of a key may run in the same step or turn. `unsettled` counts each key's records not yet durable.
    */
   private readonly entries = new Map<string, BarrierSummary | undefined>();
+  private readonly unsettled = new Map<string, number>();
   private readonly invokes = new Map<number, { key: string; op: StepOp }>();
   private invokeSeq = 0;
   /** Store keys a hosted prepare locked, by barrier key, until its commit or abort is durable. */
@@ -122,12 +124,18 @@ export class Hosted {
     this.finish(inv.key, inv.op, o, now);
   }
 
-  /** A hosted store commit or abort is durable: its keys are free. */
-  unlock(key: string): void {
+  /** The records of `key` are durable, and in the log's view: its store keys go, unless it holds a prepare. */
+  onDurable(key: string): void {
+    const n = (this.unsettled.get(key) ?? 1) - 1;
+    if (n > 0) return void this.unsettled.set(key, n);
+    this.unsettled.delete(key);
+    const ops = this.entry(key)?.ops;
     const keys = this.locked.get(key);
-    if (!keys) return;
-    this.locked.delete(key);
-    this.host.locks.releaseAll(lockHolder(key), keys);
+    if (keys && !(ops && inDoubt(ops))) {
+      this.locked.delete(key);
+      this.host.locks.releaseAll(lockHolder(key), keys);
+    }
+    if (!this.lanes.has(key)) this.entries.delete(key);
   }
 
   /** In-doubt prepares ask their orchestrator, once a while after they last heard from it. */
@@ -221,7 +229,7 @@ export class Hosted {
     if (left.lane.length) this.lanes.set(key, left.lane);
     else {
       this.lanes.delete(key);
-      this.entries.delete(key);
+      if (!this.unsettled.has(key)) this.entries.delete(key);
     }
     if (left.start) this.run(key, left.start, now);
   }
@@ -236,6 +244,8 @@ export class Hosted {
     const entry = foldBarrier(this.entry(key), rec);
     this.entries.set(key, entry);
     this.host.persist(rec);
+    this.unsettled.set(key, (this.unsettled.get(key) ?? 0) + 1);
+    this.host.after({ k: "hosted_durable", key, now });
     if (inDoubt(entry.ops)) this.doubt(key, ref, now);
     else this.settled(key);
   }
@@ -257,9 +267,20 @@ export class Hosted {
 
   // ---- this sidecar's store as the participant ---------------------------------
 
+  /** Lock the keys of `writes` for `key` (all or none); why not, when another transaction holds one. */
+  private lock(key: string, writes: readonly Write[]): string | undefined {
+    const keys = writes.map((w) => w[0]);
+    const held = this.host.locks.tryLockAll(lockHolder(key), keys);
+    if (held !== undefined) return `key "${held}" is locked by another transaction`;
+    this.locked.set(key, [...new Set([...(this.locked.get(key) ?? []), ...keys])]);
+    return undefined;
+  }
+
   /**
    * A store operation the barrier let through, written with its record (the write and its record are one
-   * append, so it needs no sent mark). A key a prepared transaction holds makes it retry: nothing was written.
+   * append, so it needs no sent mark). Its keys are locked until the record is durable and in the log's view (a
+   * prepare's until its decision is), so no other transaction reads or writes around it meanwhile; a key
+   * another transaction holds makes it retry: nothing was written.
    */
   private storeOp(key: string, call: HostedCall, now: number): CallOutcome {
     const op = call.op;
@@ -274,22 +295,15 @@ export class Hosted {
           this.record(key, call, resultRecord(op, no)!, now);
           return no;
         }
-        if (op === "execute") {
-          const busy = lockedKeyError(writes, this.host.locks);
-          if (busy) return { outcome: "retry", error: busy, reached: false };
-          this.record(key, call, { outcome: "ok", result: null, before: beforeImage(writes, this.host.reader) }, now, { writes, version: this.host.nextVersion() });
-          return ok;
-        }
-        const keys = writes.map((w) => w[0]);
-        const held = this.host.locks.tryLockAll(lockHolder(key), keys);
-        if (held !== undefined) return { outcome: "retry", error: `key "${held}" is locked by another prepared transaction`, reached: false };
-        this.locked.set(key, keys);
-        this.record(key, call, { outcome: "ok", result: null, prepared: writes }, now);
+        const busy = this.lock(key, writes);
+        if (busy) return { outcome: "retry", error: busy, reached: false };
+        if (op === "execute") this.record(key, call, { outcome: "ok", result: null, before: beforeImage(writes, this.host.reader) }, now, { writes, version: this.host.nextVersion() });
+        else this.record(key, call, { outcome: "ok", result: null, prepared: writes }, now);
         return ok;
       }
       case "compensate": {
         const writes = ops.execute?.before ?? [];
-        const busy = lockedKeyError(writes, this.host.locks);
+        const busy = this.lock(key, writes);
         if (busy) return { outcome: "retry", error: busy };
         this.record(key, call, { outcome: "ok", result: null }, now, { writes, version: this.host.nextVersion() });
         return ok;
@@ -297,12 +311,10 @@ export class Hosted {
       case "commit": {
         if (ops.prepare?.outcome !== "ok" || ops.abort) return { outcome: "fail", error: `${call.participantId} has no prepared write set to commit on sidecar ${this.host.id}` };
         this.record(key, call, { outcome: "ok", result: null }, now, { writes: ops.prepare.prepared ?? [], version: this.host.nextVersion() });
-        this.host.after({ k: "hosted_applied", key, now });
-        return ok;
+        return ok; // its locks go once this is durable (onDurable)
       }
       case "abort":
         this.record(key, call, { outcome: "ok", result: null }, now);
-        this.host.after({ k: "hosted_applied", key, now });
         return ok;
     }
   }

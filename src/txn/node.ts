@@ -75,8 +75,8 @@ export class Node {
       case "invoked":
         this.e.hosted.onInvoked(input.id, input, input.now);
         break;
-      case "hosted_applied":
-        this.e.hosted.unlock(input.key);
+      case "hosted_durable":
+        this.e.hosted.onDurable(input.key);
         break;
       case "undeliverable":
         if (input.msg.t === "o_call") this.e.orchestrator.onUndeliverable(input.msg, input.code, input.reason, input.now);

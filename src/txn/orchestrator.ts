@@ -201,7 +201,9 @@ export class Orchestrator {
   onHostedResult(m: HostedResult, now: number) {
     const o = this.orchs.get(m.name);
     const f = o?.inflight.get(m.index);
-    if (!o || !f || m.boot !== this.bootId || f.op !== m.op || o.incarnation !== m.incarnation || o.specs[m.index]?.participantId !== m.participantId) return;
+    const spec = o?.specs[m.index];
+    if (!o || !f || !spec || m.boot !== this.bootId || f.op !== m.op || o.incarnation !== m.incarnation || spec.participantId !== m.participantId) return;
+    if (hostOf(spec, this.nodeId)?.sidecar !== m.from) return; // only the sidecar that hosts it answers for it
     this.onResult({ name: m.name, index: m.index, callId: m.callId, outcome: m.outcome, ...defined({ result: m.result, error: m.error, code: m.code, reached: m.reached }) }, now);
   }
 

@@ -3,6 +3,7 @@
 // before-image its compensation writes back. Shared by the orchestrator's
 // inline `store:` steps and by the store steps a sidecar hosts for others.
 import { storePayload } from "../protocol/orchestration.ts";
+import { keyProblem, keyText } from "../protocol/value.ts";
 import type { LockTable } from "../store/locks.ts";
 import type { Write } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
@@ -11,7 +12,13 @@ import type { WalReader } from "../wal/wal.ts";
 export function storeWrites(payload: unknown): Write[] | string {
   const parsed = storePayload.safeParse(payload ?? {});
   if (!parsed.success) return "store payload must be { put?: {key: value}, delete?: [key] }";
-  return [...Object.entries(parsed.data.put ?? {}).map(([k, v]): Write => [k, v, false]), ...(parsed.data.delete ?? []).map((k): Write => [k, null, true])];
+  const writes = [...Object.entries(parsed.data.put ?? {}).map(([k, v]): Write => [k, v, false]), ...(parsed.data.delete ?? []).map((k): Write => [k, null, true])];
+  // The orchestrator's sidecar checked them at addParticipant; a sidecar hosting the step for a peer checks again.
+  for (const [k] of writes) {
+    const bad = keyProblem(k);
+    if (bad) return `store payload key ${keyText(k)}: ${bad}`;
+  }
+  return writes;
 }
 
 /** Why a step cannot write now: one of its keys is locked by a prepared transaction (it retries; nothing was written). */

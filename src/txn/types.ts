@@ -26,8 +26,8 @@ export type Input =
   | { k: "register"; conn: number; service: string; now: number }
   /** What a registered service's handler (effect "invoke") answered. */
   | ({ k: "invoked"; id: number; now: number } & CallOutcome)
-  /** Fed back by the runtime once a hosted store operation's commit or abort is durable: its locks go. */
-  | { k: "hosted_applied"; key: string; now: number }
+  /** Fed back by the runtime once a record of a hosted participant's barrier is durable (a store commit's locks go). */
+  | { k: "hosted_durable"; key: string; now: number }
   /** A send marked ifLinked did not leave: the message was never delivered, and why. */
   | { k: "undeliverable"; to: string; msg: PeerMessage; code: string; reason: string; now: number }
   /** Fed back by the runtime once a branch's final record is durable. */

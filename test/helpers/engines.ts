@@ -12,7 +12,31 @@ import { Runtime } from "../../src/runtime/runtime.ts";
 import { Node } from "../../src/txn/node.ts";
 import type { ClientInput, ReplyBody, ServiceInvoke } from "../../src/txn/types.ts";
 import { MemoryWal } from "../../src/wal/memory-wal.ts";
+import type { LogRecord } from "../../src/wal/records.ts";
 import type { Request } from "../sim/simulator.ts";
+
+/**
+ * A MemoryWal whose reads show an append only once the test flushes it, as the sidecar's LmdbWal folds a
+ * turn's appends into what it reads when it commits them, after the turn: steps of one turn do not see each
+ * other's records.
+ */
+export class CommitReadWal extends MemoryWal {
+  private held: LogRecord[][] = [];
+  private position = 0;
+  constructor() {
+    super(false);
+  }
+  override write(records: LogRecord[]): number {
+    this.held.push(records);
+    return ++this.position;
+  }
+  override flush(): void {
+    const held = this.held;
+    this.held = [];
+    for (const r of held) super.write(r);
+    super.flush();
+  }
+}
 
 export interface Invoke {
   node: string;
@@ -50,9 +74,12 @@ export class Engines {
   /** Keep peer messages in `net` until the test delivers them. */
   hold = false;
 
-  /** A sidecar whose log is durable at every append, or (durable: false) only when the test flushes it. */
-  add(id: string, durable = true): this {
-    const wal = new MemoryWal(durable);
+  /**
+   * A sidecar whose log is durable at every append; with "flushed", only when the test flushes it; with
+   * "commit-reads", its reads too show an append only then (CommitReadWal).
+   */
+  add(id: string, log: "durable" | "flushed" | "commit-reads" = "durable"): this {
+    const wal = log === "commit-reads" ? new CommitReadWal() : new MemoryWal(log === "durable");
     this.sidecars.set(id, { wal, boots: 0, ...this.boot(id, wal, 1) });
     return this;
   }

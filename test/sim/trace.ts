@@ -23,8 +23,8 @@ export function describeInput(i: Input): string {
       return `register ${i.service} on conn ${i.conn}`;
     case "invoked":
       return `invoked #${i.id} ${i.outcome}${i.reached === false ? " (never reached)" : ""}`;
-    case "hosted_applied":
-      return `hosted_applied ${i.key}`;
+    case "hosted_durable":
+      return `hosted_durable ${i.key}`;
     case "undeliverable":
       return `undeliverable to ${i.to} (${i.code}) ${JSON.stringify(i.msg)}`;
   }

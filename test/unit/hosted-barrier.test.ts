@@ -15,7 +15,7 @@ let nextCallId = 0;
 
 /** B hosts service "vault" (on connection 7) for the orchestrator X, which the test plays. */
 function world(durable = true): Engines {
-  const w = new Engines().add("B", durable).addRaw("X");
+  const w = new Engines().add("B", durable ? "durable" : "flushed").addRaw("X");
   w.register("B", "vault");
   return w;
 }
@@ -128,6 +128,18 @@ describe("duplicate, reordered and late messages across the link", () => {
     expect(answer(w, call(w, "execute"))).toMatchObject({ outcome: "fail", error: expect.stringContaining("already compensated") });
     expect(methods(w)).toEqual([]);
     expect(w.wal("B").barrierEntry(`t/vault@${incarnation}`)?.ops).toMatchObject({ compensate: { outcome: "noop" }, execute: { outcome: "refused" } });
+  });
+
+  test("an action right behind its compensation, in the same turn, is refused although the log shows neither record yet", () => {
+    const w = new Engines().add("B", "commit-reads").addRaw("X");
+    w.register("B", "vault");
+    const compensate = call(w, "compensate");
+    const execute = call(w, "execute");
+    w.wal("B").flush();
+    w.settle();
+    expect(answer(w, compensate)).toEqual({ outcome: "ok", result: null });
+    expect(answer(w, execute)).toMatchObject({ outcome: "fail", error: expect.stringContaining("already compensated") });
+    expect(methods(w)).toEqual([]);
   });
 
   test("the answer leaves only once the records it rests on are durable", () => {

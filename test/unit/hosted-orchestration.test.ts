@@ -144,6 +144,20 @@ describe("TCC across three sidecars", () => {
     expect(w.client("C", { op: "prepare", name: "rival-2", writes: [["stock/A", 3, false]], begin: { elapsedMs: 0 } })).toMatchObject({ ok: true, state: "prepared" });
   });
 
+  test("a store step's keys are held until its record is durable: a transaction on C that writes one meanwhile votes no", () => {
+    const w = new Engines().add("C", "flushed").addRaw("X");
+    w.peer("X", "C", { t: "o_call", name: "saga-9", from: "X", incarnation: "X.b1.2", participantId: "stock", index: 0, boot: "xb", callId: 1, endpoint: "store:", op: "execute", idempotencyKey: "saga-9/stock/execute", payload: { put: { "stock/A": 1 } } });
+    w.client("C", { op: "prepare", name: "rival", writes: [["stock/A", 2, false]], begin: { elapsedMs: 0 } });
+    w.wal("C").flush();
+    w.settle();
+    expect(w.to("X", "o_result")).toMatchObject([{ callId: 1, outcome: "ok" }]);
+    expect(w.client("C", { op: "status", name: "rival" })).toMatchObject({ state: "rolled_back" });
+    w.client("C", { op: "prepare", name: "rival-2", writes: [["stock/A", 3, false]], begin: { elapsedMs: 0 } });
+    w.wal("C").flush();
+    w.settle();
+    expect(w.client("C", { op: "status", name: "rival-2" })).toMatchObject({ state: "prepared" });
+  });
+
   test("a participant's sidecar that prepared and never heard the decision asks; an orchestrator with no record of it answers rollback", () => {
     const w = world();
     w.addRaw("X");
@@ -187,7 +201,7 @@ describe("TCC across three sidecars", () => {
 
 describe("a service on the orchestrating sidecar itself", () => {
   test("its barrier records share the log syncs of the orchestrator's: one durable append per step, and the Saga commits", () => {
-    const w = new Engines().add("A", false);
+    const w = new Engines().add("A", "flushed");
     w.register("A", "svc");
     const flushes = () => {
       w.wal("A").flush();
