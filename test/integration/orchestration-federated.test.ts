@@ -25,7 +25,19 @@ const sc = Object.fromEntries(
 ) as Record<(typeof ids)[number], SidecarProcess>;
 let a: Client;
 let c: Client;
+let shipping: Client;
 const clients: Client[] = [];
+
+/** The shipping service, on A: its action fails for orders named fails-…. */
+const shippingHandlers: ServiceHandlers = {
+  action: (call) => {
+    if (call.name.startsWith("fails-")) throw new Error("no courier available");
+  },
+  compensate: () => {},
+  prepare: () => {},
+  commit: () => {},
+  abort: () => {},
+};
 
 const fast = { attempts: 200, backoffMs: 20, maxBackoffMs: 200, budgetMs: 30_000, callTimeoutMs: 2_000 };
 /** A handful of quick attempts: a participant that is never reached is known to be within about a second. */
@@ -37,7 +49,8 @@ const few = { attempts: 4, backoffMs: 20, maxBackoffMs: 100, budgetMs: 10_000, c
  */
 class Payments {
   readonly runs: { method: string; key: string }[] = [];
-  private held?: { method: string; release: () => void; gate: Promise<void> };
+  private held?: { method: string; gate: Promise<void> };
+  private releaseHeld = () => {};
 
   get calls(): string[] {
     return this.runs.map((r) => r.method);
@@ -45,13 +58,12 @@ class Payments {
 
   /** Hold the next call of `method` in its handler until release(). */
   hold(method: string) {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    this.held = { method, release, gate };
+    const gate = new Promise<void>((r) => (this.releaseHeld = r));
+    this.held = { method, gate };
   }
 
   release() {
-    this.held?.release();
+    this.releaseHeld();
   }
 
   count(method: string): number {
@@ -90,18 +102,20 @@ beforeAll(async () => {
   await Promise.all(ids.map((id) => waitForLinks(sc[id], ids.filter((o) => o !== id))));
   [a, c] = await Promise.all([connect({ socket: sc.A.socket }), connect({ socket: sc.C.socket })]);
   clients.push(a, c);
-  const shipping = await connect({ socket: sc.A.socket });
+  shipping = await connect({ socket: sc.A.socket });
   clients.push(shipping);
-  await shipping.register("shipping", {
-    action: (call) => {
-      if (call.name.startsWith("fails-")) throw new Error("no courier available");
-    },
-    compensate: () => {},
-    prepare: () => {},
-    commit: () => {},
-    abort: () => {},
-  });
+  await shipping.register("shipping", shippingHandlers);
 });
+
+/** kill -9 of A (if it is still running) and its restart: A's client connects again, and the shipping service registers again. */
+async function restartA() {
+  await sc.A.kill9();
+  await sc.A.start();
+  await waitForLinks(sc.A, ["B", "C"]);
+  a = await connect({ socket: sc.A.socket });
+  clients.push(a);
+  await shipping.register("shipping", shippingHandlers);
+}
 
 afterAll(async () => {
   for (const cl of clients) cl.close();
@@ -188,6 +202,49 @@ describe("an order Saga on A, its payment on B, its stock in C's store", () => {
       { op: "compensate", outcome: "ok" },
     ]);
     expect((await svc.status("fails-saga-2")).participants).toMatchObject([{ participantId: "payments", status: "compensated" }]);
+    svc.close();
+  }, 60_000);
+});
+
+describe("the orchestrator killed -9", () => {
+  test("mid-compensation: it resumes from its log, and B's barrier answers the repeated call from the run still in flight", async () => {
+    const p = new Payments();
+    const svc = await servePayments(p);
+    await stock("stock/saga-3");
+    p.hold("compensate");
+    void (await order("fails-saga-3", "stock/saga-3", { consistency: "eventual" })).execute().catch(() => {});
+    await waitFor(() => p.count("compensate") === 1, 15_000, "the payment's compensation to reach its handler");
+    await restartA();
+    p.release();
+    await waitFor(async () => (await a.status("fails-saga-3")).state === "compensated", 15_000, "the Saga compensated after A's restart");
+    expect(p.count("compensate")).toBe(1); // the restarted orchestrator's call joined the run in flight, or got its record
+    expect(p.count("execute")).toBe(1);
+    expect(await c.get("stock/saga-3")).toBe(5);
+    svc.close();
+  }, 60_000);
+
+  test("mid-prepare: C's prepared store branch waits in doubt, and every branch commits once A is back", async () => {
+    const p = new Payments();
+    const svc = await servePayments(p);
+    await stock("stock/tcc-2");
+    p.hold("prepare");
+    void (await order("tcc-2", "stock/tcc-2", { consistency: "immediate" })).execute().catch(() => {});
+    await waitFor(() => p.count("prepare") === 1, 15_000, "the payment's prepare to reach its handler");
+    await waitFor(async () => (await c.status("tcc-2")).state === "prepared", 15_000, "C's store prepared");
+    await sc.A.kill9();
+    // C holds its write set locked and asks the orchestrator, which is gone: it never decides alone.
+    await c.beginDistributed("rival-tcc-2", (tx) => tx.put("stock/tcc-2", 1)).then(
+      () => expect.unreachable("a write to a key C's prepared branch holds must conflict"),
+      (e) => expect(e.code).toBe("TRANSACTION_CONFLICT"),
+    );
+    expect(await c.get("stock/tcc-2")).toBe(5);
+    await restartA();
+    p.release();
+    await waitFor(async () => (await a.status("tcc-2")).state === "committed", 20_000, "tcc-2 committed after A's restart");
+    await waitFor(async () => (await c.status("tcc-2")).state === "committed", 10_000, "C's branch committed");
+    expect(await c.get("stock/tcc-2")).toBe(4);
+    expect(p.count("prepare")).toBe(1);
+    expect(p.count("commit")).toBe(1);
     svc.close();
   }, 60_000);
 });

@@ -156,7 +156,7 @@ describe("duplicate, reordered and late messages across the link", () => {
     expect(answer(w, id)).toEqual({ outcome: "ok", result: 2 });
   });
 
-  test("a peer message of a kind the schema does not know is refused by name", () => {
+  test("an o_call whose endpoint names a sidecar is refused by the peer schema, which names the rule", () => {
     const w = world();
     expect(() => w.peer("X", "B", { t: "o_call", name: "t", from: "X", participantId: "vault", index: 0, boot: "xb", callId: 1, endpoint: "service:vault@B", op: "execute", idempotencyKey: "k" } as PeerMessage)).toThrow(
       "endpoint must be service:<name> or store:",
