@@ -164,7 +164,7 @@ export class Hosted {
 
   // ---- views -------------------------------------------------------------------
 
-  /** A prepare of a transaction named `name` that another sidecar orchestrates is in doubt here. */
+  /** A prepare of a transaction named `name` is in doubt here (whichever sidecar orchestrates it). */
   holdsName(name: string): boolean {
     return (this.doubtNames.get(name) ?? 0) > 0;
   }
