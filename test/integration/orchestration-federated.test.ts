@@ -268,6 +268,15 @@ describe("the same order as TCC under immediate consistency", () => {
 });
 
 describe("participants that cannot be reached fail fast, with PARTICIPANT_UNAVAILABLE", () => {
+  test("an endpoint that does not name a service and a sidecar id properly is BAD_REQUEST naming the field", async () => {
+    const t = await a.createTransaction({ name: "bad-endpoints" });
+    for (const endpoint of ["service:payments@", "service:@B", "store:not an id", "store:B@C"]) {
+      const err = await t.addParticipant({ participantId: "p", endpoint }).catch((e) => e);
+      expect({ endpoint, code: err.code, message: err.message }).toMatchObject({ endpoint, code: "BAD_REQUEST", message: expect.stringContaining("service:<name>[@<sidecar-id>] or store:[<sidecar-id>]") });
+    }
+    await t.abort();
+  });
+
   for (const [what, endpoint, says] of [
     ["a sidecar id that is not a peer", "service:payments@Z", "sidecar Z is not a --peer of A"],
     ["a service not registered on its sidecar", "service:nobody@B", "service nobody is not registered on sidecar B"],
