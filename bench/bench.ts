@@ -170,9 +170,9 @@ export async function runBench(opts: BenchOptions) {
     // Cross: only the critical path counts. The joined branches vote without being asked, so the end's
     // answer and the prepare request travel while they log their prepared records, off the path.
     const crossFloor = 5 * cross.fsyncP50Ms + 2 * uds.p50 + 2.5 * ws.p50;
-    // Each service step is three durable writes in a row: the barrier's sent mark (the action may run from
-    // then on), its result, and the orchestrator's o.step.
-    const sagaFloor = 10 * saga.fsyncP50Ms + 6 * uds.p50;
+    // The barrier runs in the engine: a step's result, its o.step and the next step's sent mark (the action
+    // may run from then on) are one group commit, so three steps make four durable writes in a row.
+    const sagaFloor = 4 * saga.fsyncP50Ms + 6 * uds.p50;
     const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
     const result = {
       machine: { cores: navigator.hardwareConcurrency, bun: Bun.version },
@@ -192,7 +192,7 @@ export async function runBench(opts: BenchOptions) {
           fsync: "each path's fsync is the p50 of a small append + fdatasync in its coordinator's data directory, measured just before and just after its concurrency-1 run (the mean of the two), so the floor and the p50 see the same disk",
           local: "2 x fsync + 2 x uds (round trips: prepare carrying the begin and the put, commit; durable writes: prepared, decision)",
           cross: "5 x fsync + 2 x uds + 2.5 x ws, the critical path: the end carrying the join and the put goes to each joining sidecar (half a uds round trip; the two joins run side by side), its enlist to the coordinator and back (one ws round trip around the coordinator's durable enlist), the branch logs its prepared record and votes without being asked (half a ws round trip), the coordinator logs prepared and answers prepare (half a uds round trip), then commit (one uds round trip) around the decision record and the decision and ack (one ws round trip) around the participant's end record; durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; off the path: begin (sent when the callback reads tx.context; nothing waits for its answer), and the end's answer and the prepare request, which travel while the branches log their prepared records",
-          saga: "10 x fsync + 6 x uds (durable writes: o.begin, then per participant the barrier's sent mark before the call, its recorded result, and the o.step; round trips: create, the three adds (sent together, answered together), execute, and one callback per participant)",
+          saga: "4 x fsync + 6 x uds (durable writes in a row: o.begin with the first step's sent mark; then, per step, its recorded result, its o.step and the next step's sent mark (the last step's o.end instead) in one group commit; round trips: create, the three adds (sent together, answered together), execute, and one callback per participant)",
         },
         localFloorMs: round(localFloor, 3),
         crossFloorMs: round(crossFloor, 3),

@@ -26,6 +26,11 @@ export type CommitResult = ReplyOf<"commit">;
 export type RollbackResult = ReplyOf<"rollback">;
 export type StatusResult = ReplyOf<"status">;
 export type TransactionSummary = ReplyOf<"list">["transactions"][number];
+/**
+ * What execute and abort answer. Each participant row names the `sidecar` it lives on; a step whose participant
+ * could not be reached carries a `code`: PARTICIPANT_UNAVAILABLE (its sidecar is not a peer, or its service is
+ * not registered there) or PEER_UNREACHABLE (no link to its sidecar was up).
+ */
 export type ExecuteResult = ReplyOf<"o_execute">;
 export type ResolveResult = ReplyOf<"resolve">;
 export type PeerInfo = ReplyOf<"peers">["peers"][number];
@@ -41,7 +46,7 @@ export interface OrchestratedTransaction {
 
 export interface Client {
   createTransaction(opts: { name: string } & CreateOptions): Promise<OrchestratedTransaction>;
-  /** Serve calls for participants with endpoint `service:<service>` on this sidecar. */
+  /** Serve calls for participants with endpoint `service:<service>` on this sidecar, or `service:<service>@<this sidecar's id>` from another's orchestrated transactions. */
   register(service: string, handlers: ServiceHandlers): Promise<void>;
   /** This sidecar's links to its peers: id, url, state, since, counters. */
   peers(): Promise<PeerInfo[]>;

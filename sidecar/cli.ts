@@ -223,7 +223,7 @@ async function query(command: QueryCommand, argv: string[]): Promise<number> {
   }
 }
 
-/** A status reply as text. Participants come in two shapes: 2PC branches and orchestrated participants. */
+/** A status reply as text. Participants come in two shapes: 2PC branches and orchestrated participants (with the sidecar each lives on). */
 function formatStatus(s: Record<string, unknown>): string {
   const text = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
   const errorText = (e: unknown) => (e && typeof e === "object" && "message" in e ? `${text((e as { code?: unknown }).code)}: ${text(e.message)}` : text(e));
@@ -237,7 +237,7 @@ function formatStatus(s: Record<string, unknown>): string {
   out.push(`participants: ${participants.length === 0 ? "none" : ""}`.trimEnd());
   const rows = participants.map((p): [string, string, string, string] =>
     "participantId" in p
-      ? [text(p.participantId), text(p.endpoint), text(p.status), (p.steps as { op: string; outcome: string }[] | undefined)?.map((d) => `${d.op} ${d.outcome}`).join(", ") ?? ""]
+      ? [text(p.participantId), `${text(p.endpoint)}${p.sidecar ? ` on ${text(p.sidecar)}` : ""}`, text(p.status), (p.steps as { op: string; outcome: string }[] | undefined)?.map((d) => `${d.op} ${d.outcome}`).join(", ") ?? ""]
       : [text(p.branch), `on ${text(p.sidecar)}`, `vote ${text(p.vote) || "not yet"}`, p.acked ? "acked" : "not acked"],
   );
   const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));

@@ -206,7 +206,7 @@ function render() {
     return '<tr class="txn" data-name="' + esc(t.name) + '"' + (why ? ' data-attention="' + esc(why) + '"' : "") + "><td>" + esc(t.name) +
       '</td><td><span class="state ' + esc(t.state) + '">' + esc(t.state) + "</span>" + (why ? '<span class="flag">' + esc(why) + "</span>" : "") +
       "</td><td>" + esc(t.protocol ?? "") + '</td><td class="num in-state">' + (since ? duration(now - since) : "") + '</td><td class="num">' + age(t.timestamps?.begun) +
-      "</td><td>" + (t.participants?.length ?? 0) + "</td></tr>";
+      "</td><td>" + (t.participants?.length ?? 0) + elsewhere(t) + "</td></tr>";
   }).join("");
   $("attention").textContent = flagged ? flagged + " need attention (stuck past " + duration(stuckMs) + ", or failed)" : "";
   for (const tr of document.querySelectorAll("tr.txn")) tr.onclick = () => openTimeline(tr.dataset.name);
@@ -220,13 +220,20 @@ function renderPeers() {
     '</td><td class="num">' + (p.since ? time(p.since) + " (" + age(p.since) + " ago)" : "") + "</td></tr>").join("");
 }
 
+// The other sidecars a transaction's participants live on: " (on B, C)", or nothing.
+function elsewhere(t) {
+  const ids = [...new Set((t.participants || []).map((p) => p.sidecar).filter((id) => id && id !== sidecar.id))];
+  return ids.length ? " (on " + ids.map(esc).join(", ") + ")" : "";
+}
+const where = (p) => (p.sidecar && p.sidecar !== sidecar.id ? "@" + p.sidecar : "");
+
 function eventsOf(t) {
   const ev = [];
   const ts = t.timestamps || {};
   if (ts.begun) ev.push({ at: ts.begun, what: "begin (" + (t.protocol ?? "?") + ")" });
   for (const p of t.participants || []) {
     if (p.steps) {
-      for (const s of p.steps) ev.push({ at: s.at, what: p.participantId + ": " + s.op + " → " + s.outcome, error: s.error });
+      for (const s of p.steps) ev.push({ at: s.at, what: p.participantId + where(p) + ": " + s.op + " → " + s.outcome, error: s.error });
     } else {
       ev.push({ at: ts.begun, what: "enlist " + p.branch + " on " + p.sidecar });
       if (p.vote) ev.push({ at: ts.prepared ?? ts.decided ?? ts.begun, what: "vote " + p.vote + " from " + p.branch, error: p.vote === "no" ? t.error : undefined });

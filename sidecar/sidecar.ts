@@ -17,7 +17,7 @@ import { Node } from "../src/txn/node.ts";
 import type { ClientInput, ReplyBody, ReplyTo } from "../src/txn/types.ts";
 import { LmdbWal } from "../src/wal/lmdb-wal.ts";
 import { callHttp } from "../src/participants/http.ts";
-import { ServiceParticipants } from "../src/participants/service.ts";
+import { ServiceCalls } from "../src/participants/service.ts";
 import { SqlBranches } from "../src/participants/sql/branches.ts";
 import { type SqlDatabase, parseDatabases } from "../src/participants/sql/databases.ts";
 import { type AdminGate, adminGate } from "./admin-auth.ts";
@@ -145,7 +145,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
       services.disconnected(conn);
       runtime.input({ k: "disconnect", conn, now: Date.now() });
     },
-    register: (conn, service) => services.register(service, conn),
+    register: (conn, service) => runtime.input({ k: "register", conn, service, now: Date.now() }),
     peers: () => federation.peers(),
     callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
     refusal: (req) => {
@@ -159,7 +159,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     },
   });
 
-  const services = new ServiceParticipants(wal, { push: (conn, frame) => server.push(conn, frame) });
+  const services = new ServiceCalls({ push: (conn, frame) => server.push(conn, frame) });
   const metrics = new SidecarMetrics({
     clientConnections: () => server.connections,
     inDoubtBranches: () => node.inDoubtBranches(),
@@ -169,9 +169,9 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   wal.onFlush = (ms, appends) => metrics.flush(ms, appends);
   // Effects go out in the microtask after the log reports them durable, where a promise callback ran them before.
   const runtime: Runtime = new Runtime(node, wal, {
-    call: (call, done) =>
-      void (call.endpoint.startsWith("service:") ? services.call(call) : callHttp(call)).then(done, (err) => done({ outcome: "retry", error: String(err) })),
-    sendPeer: (to: string, msg: PeerMessage) => federation.send(to, msg),
+    call: (call, done) => void callHttp(call).then(done, (err) => done({ outcome: "retry", error: String(err) })),
+    invoke: (invoke, done) => void services.invoke(invoke).then(done),
+    sendPeer: (to: string, msg: PeerMessage, ifLinked?: boolean) => federation.send(to, msg, ifLinked),
     reply: (to: ReplyTo, body: ReplyBody) => {
       if (to.conn === INTERNAL_CONN) {
         internal.get(to.id)?.(body);
@@ -202,9 +202,9 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
   }, { now: Date.now, schedule: queueMicrotask });
 
   // Recover before anything else can reach the engine.
-  const { coordinators, branches, orchestrations } = wal.unfinished();
-  runtime.input({ k: "recover", coordinators, branches, orchestrations, now: Date.now() });
-  log.info({ coordinators: coordinators.length, branches: branches.length }, "recovered");
+  const { coordinators, branches, orchestrations, hosted } = wal.unfinished();
+  runtime.input({ k: "recover", coordinators, branches, orchestrations, hosted, now: Date.now() });
+  log.info({ coordinators: coordinators.length, branches: branches.length, orchestrations: orchestrations.length, hosted: hosted.length }, "recovered");
   // Finish or roll back what the databases hold for us before going ready (DESIGN §5.3).
   if (sqlBranches.size) await sqlBranches.start();
 

@@ -48,5 +48,8 @@ export const timing = {
 
 /** The client protocol (hello). 2: begin's branch may be chosen by the client, and prepare may carry the begin. 3: unknown fields are refused, o_create takes requirements. */
 export const PROTOCOL_VERSION = 3;
-/** What sidecars speak to each other (challenge/auth). 2: peer messages are strict; enlist_refused carries a code. */
-export const FEDERATION_VERSION = 2;
+/**
+ * What sidecars speak to each other (challenge/auth). 2: peer messages are strict; enlist_refused carries a code.
+ * 3: orchestrated transactions run participants on other sidecars (o_call, o_result, o_query, o_decision).
+ */
+export const FEDERATION_VERSION = 3;

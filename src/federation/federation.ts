@@ -129,9 +129,12 @@ export class Federation {
     }
   }
 
-  /** RuntimeIo.sendPeer: over an up link to `to`, else a small bounded queue, else dropped. */
-  send(to: string, msg: PeerMessage): void {
-    if (this.stopped) return;
+  /**
+   * RuntimeIo.sendPeer: over an up link to `to`, else a small bounded queue, else dropped. `ifLinked`: over an
+   * up link or not at all. Returns why the message certainly did not leave, when it did not.
+   */
+  send(to: string, msg: PeerMessage, ifLinked = false): { code: string; reason: string } | undefined {
+    if (this.stopped) return { code: ErrorCode.SHUTTING_DOWN, reason: `sidecar ${this.self} is shutting down` };
     const peer = this.peersById.get(to);
     if (!peer) {
       if (!this.unknownLogged.has(to)) {
@@ -139,10 +142,14 @@ export class Federation {
         this.unknownLogged.add(to);
         this.log.warn({ to, t: msg.t, name: msg.name }, "no link to sidecar; it is not a --peer and has not connected to us (add --peer for it)");
       }
-      return;
+      return { code: ErrorCode.PARTICIPANT_UNAVAILABLE, reason: `sidecar ${to} is not a --peer of ${this.self} and has not connected to it` };
+    }
+    if (ifLinked && peer.links.length === 0) {
+      return { code: ErrorCode.PEER_UNREACHABLE, reason: `no link to sidecar ${to} is up (${peer.state}${peer.dialer?.lastError ? `: ${peer.dialer.lastError}` : ""})` };
     }
     peer.outbox.push(msg);
     if (peer.outbox.length === 1) queueMicrotask(() => this.flushOutbox(peer));
+    return undefined;
   }
 
   /**

@@ -31,7 +31,7 @@ export class SidecarMetrics {
 
   constructor(sources: GaugeSources) {
     this.m.gauge("dtx_client_connections", "Client connections open on the Unix socket.", () => sources.clientConnections());
-    this.m.gauge("dtx_in_doubt_branches", "Branches prepared here and waiting for their coordinator's decision.", () => sources.inDoubtBranches());
+    this.m.gauge("dtx_in_doubt_branches", "Branches prepared here (2PC branches and hosted orchestrated prepares) waiting for their coordinator's decision.", () => sources.inDoubtBranches());
     this.m.gauge("dtx_transactions", "Transactions this sidecar coordinates that are in memory, by state (failed ones need an operator).", () => sources.transactionsByState());
     this.m.gauge("dtx_peer_link_up", "1 when the authenticated link to a peer sidecar is up.", () => sources.peerLinks(), "peer");
     this.m.counterFrom("dtx_client_requests_total", "Client requests, by op.", () => this.requestsByOp, "op");
@@ -39,6 +39,10 @@ export class SidecarMetrics {
 
   /** A client request or peer message handed to the engine. */
   input(input: Input): void {
+    if (input.k === "peer" && input.msg.t === "o_result") {
+      const m = input.msg;
+      this.m.counter("dtx_participant_results_total", "Answers from the sidecars hosting orchestrated participants (this one too), by sidecar, operation and outcome.", { sidecar: m.from, op: m.op, outcome: m.outcome });
+    }
     if (input.k !== "client") return;
     const op = input.req.op;
     // A callback that only wrote is begun by its prepare (client/index.ts).
@@ -78,6 +82,9 @@ export class SidecarMetrics {
           break;
         case "o.step":
           if (rec.op === "compensate") this.m.counter("dtx_compensations_total", "Saga compensations run.", { outcome: rec.outcome });
+          break;
+        case "b.op":
+          if (rec.hosted) this.m.counter("dtx_hosted_operations_total", "Operations this sidecar's barrier logged for orchestrated participants it hosts, by orchestrating sidecar, operation and outcome.", { orchestrator: rec.hosted.orchestrator, op: rec.op, outcome: rec.outcome });
           break;
       }
     }

@@ -37,8 +37,16 @@ export type BarrierEntry = BarrierSummary | undefined;
 const undoOf: Partial<Record<StepOp, StepOp>> = { execute: "compensate", prepare: "abort" };
 const doOf: Partial<Record<StepOp, StepOp>> = { compensate: "execute", abort: "prepare" };
 
-/** The key of a (transaction, participant) at the barrier; an operation's idempotency key is this plus `/op`. */
-export const barrierKeyOf = (name: string, participantId: string) => `${name}/${participantId}`;
+/**
+ * The key of a (transaction, participant) at the barrier. With the orchestration's incarnation (every one
+ * since they were recorded), a name used again gets a barrier of its own; without, the key older logs use.
+ */
+export function barrierKeyOf(name: string, participantId: string, incarnation?: string): string {
+  return incarnation === undefined ? `${name}/${participantId}` : `${name}/${participantId}@${incarnation}`;
+}
+
+/** The idempotency key of operation `op` on a participant: the same for every retry of it, on every sidecar. */
+export const idempotencyKeyOf = (name: string, participantId: string, op: StepOp) => `${name}/${participantId}/${op}`;
 
 /**
  * What to do with an operation whose turn has come.
@@ -75,10 +83,11 @@ export function resultRecord(op: StepOp, o: CallOutcome): BarrierOp | undefined 
   return undefined;
 }
 
-/** The b.op log record of `b` for operation `op` of `key`, at time `at` (the caller's clock). */
-export function barrierRecord(key: string, op: StepOp, b: BarrierOp, at: number): Extract<OrchestrationRecord, { r: "b.op" }> {
-  return { r: "b.op", key, op, at, ...b };
+/** The b.op log record of `b` for operation `op` of `key`, at time `at` (the caller's clock); `extra`: whose it is, store writes. */
+export function barrierRecord(key: string, op: StepOp, b: BarrierOp, at: number, extra: BarrierRecordExtra = {}): Extract<OrchestrationRecord, { r: "b.op" }> {
+  return { r: "b.op", key, op, at, ...b, ...extra };
 }
+type BarrierRecordExtra = Partial<Pick<Extract<OrchestrationRecord, { r: "b.op" }>, "hosted" | "writes" | "version">>;
 
 /** The answer a finished operation's record gives a repeat of it. */
 export function recordedAnswer(done: BarrierOp): CallOutcome {

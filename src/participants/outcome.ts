@@ -9,4 +9,6 @@ export interface CallOutcome {
    * is not connected), so it applied nothing. Absent: it may have (a timeout, a reset, a lost answer).
    */
   reached?: false;
+  /** A stable code for why, when there is one (PARTICIPANT_UNAVAILABLE, PEER_UNREACHABLE). */
+  code?: string;
 }

@@ -18,6 +18,8 @@ export const ErrorCode = {
   NOT_READY: "NOT_READY",
   SHUTTING_DOWN: "SHUTTING_DOWN",
   PEER_UNREACHABLE: "PEER_UNREACHABLE",
+  /** An orchestrated participant's sidecar is not a peer, or its service is not registered there: the call never ran. */
+  PARTICIPANT_UNAVAILABLE: "PARTICIPANT_UNAVAILABLE",
   UNAUTHORIZED: "UNAUTHORIZED",
   INTERNAL: "INTERNAL",
   // SQL branches (DESIGN §5.3).
@@ -34,6 +36,7 @@ const retryableCodes: ReadonlySet<string> = new Set([
   ErrorCode.TRANSACTION_CONFLICT,
   ErrorCode.NOT_READY,
   ErrorCode.PEER_UNREACHABLE,
+  ErrorCode.PARTICIPANT_UNAVAILABLE,
   ErrorCode.STORAGE_FULL,
   ErrorCode.TIMEOUT,
   ErrorCode.SQL_CONNECTION_FAILED,

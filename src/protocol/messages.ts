@@ -3,13 +3,13 @@
 import { z } from "zod";
 import { limits } from "../limits.ts";
 import { sqlDbNamePattern } from "./sql-branch.ts";
-import { participantSpec } from "./orchestration.ts";
+import { hostedEndpointPattern, participantId, participantSpec, sidecarIdChars } from "./orchestration.ts";
 import { callLabel, keyProblem } from "./value.ts";
 
 export const txnName = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "name must match ^[A-Za-z0-9_.:-]{1,64}$");
-export const sidecarId = z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, "sidecar id must match ^[A-Za-z0-9_.-]{1,32}$");
+export const sidecarId = z.string().regex(new RegExp(`^${sidecarIdChars}$`), `sidecar id must match ^${sidecarIdChars}$`);
 export const branchId = z.string().min(1).max(96);
 /** A store key: the rule is value.ts's keyProblem, the one the client applies. */
 export const key = z.string().superRefine((k, ctx) => {
@@ -169,6 +169,20 @@ export function carriedOp(req: ClientRequest): "begin" | "join" | undefined {
 /** W3C trace context (https://www.w3.org/TR/trace-context/), carried on every message about a traced transaction. */
 const traceparent = z.string().max(128).optional();
 
+const stepOp = z.enum(["prepare", "commit", "abort", "execute", "compensate"]);
+/**
+ * Which participant of which orchestrated transaction a hosted-step message is about. `incarnation`: the
+ * orchestrator's id for this execution of the name (absent only in logs from before it was recorded).
+ */
+const hostedStep = {
+  traceparent,
+  name: txnName,
+  from: sidecarId,
+  incarnation: branchId.optional(),
+  participantId,
+  index: z.number().int().nonnegative().max(limits.branchesPerTxnMax),
+};
+
 export const peerMessage = z.discriminatedUnion("t", [
   z.strictObject({ t: z.literal("enlist"), traceparent, incarnation: branchId.optional(), name: txnName, branch: branchId, from: sidecarId }),
   z.strictObject({ t: z.literal("enlisted"), traceparent, name: txnName, branch: branchId, from: sidecarId }),
@@ -201,6 +215,45 @@ export const peerMessage = z.discriminatedUnion("t", [
   // A client of another sidecar decides a transaction this sidecar coordinates (DESIGN §4: any client may decide).
   z.strictObject({ t: z.literal("decide"), traceparent, name: txnName, outcome: z.enum(["commit", "rollback"]), req: z.string().max(128), from: sidecarId }),
   z.strictObject({ t: z.literal("decided"), traceparent, name: txnName, req: z.string().max(128), from: sidecarId, body: z.record(z.string(), z.unknown()) }),
+  // Orchestrated transactions across sidecars: the orchestrator asks the participant's sidecar to run one operation
+  // (o_call); that sidecar logs it behind its barrier, runs it, and answers once its records are durable (o_result).
+  z.strictObject({
+    t: z.literal("o_call"),
+    ...hostedStep,
+    /** The orchestrator's process and its call: an answer counts only for the call it names. */
+    boot: branchId,
+    callId: z.number().int().nonnegative(),
+    endpoint: z.string().regex(hostedEndpointPattern, "endpoint must be service:<name> or store:"),
+    op: stepOp,
+    idempotencyKey: z.string().max(256),
+    payload: z.unknown().optional(),
+    context: z.unknown().optional(),
+    action: z.string().max(200).optional(),
+  }),
+  z.strictObject({
+    t: z.literal("o_result"),
+    ...hostedStep,
+    boot: branchId,
+    callId: z.number().int().nonnegative(),
+    op: stepOp,
+    outcome: z.enum(["ok", "fail", "retry"]),
+    result: z.unknown().optional(),
+    error: z.string().max(2000).optional(),
+    code: z.string().max(64).optional(),
+    /** false: the operation provably never reached the participant (its service is not registered there). */
+    reached: z.literal(false).optional(),
+  }),
+  // A participant's sidecar holding a prepare with no decision asks its orchestrator (never decides alone).
+  z.strictObject({ t: z.literal("o_query"), ...hostedStep }),
+  // The orchestrator's decision for one participant (presumed abort: no record of it is rollback), with what its operation is called with.
+  z.strictObject({
+    t: z.literal("o_decision"),
+    ...hostedStep,
+    outcome: z.enum(["commit", "rollback"]),
+    payload: z.unknown().optional(),
+    context: z.unknown().optional(),
+    action: z.string().max(200).optional(),
+  }),
 ]);
 export type PeerMessage = z.infer<typeof peerMessage>;
 

@@ -17,13 +17,39 @@ export type RetryPolicy = z.infer<typeof retryPolicy>;
 
 export const participantId = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "participantId must match ^[A-Za-z0-9_.:-]{1,64}$");
 
+/** The characters of a sidecar id (--id), of a registered service's name, and the endpoints that name them. */
+export const sidecarIdChars = "[A-Za-z0-9_.-]{1,32}";
+const serviceNameChars = "[A-Za-z0-9_.-]{1,64}";
+const serviceEndpoint = new RegExp(`^service:(${serviceNameChars})(?:@(${sidecarIdChars}))?$`);
+const storeEndpoint = new RegExp(`^store:(${sidecarIdChars})?$`);
+/** What a participant's sidecar is asked to run: a service registered on it, or its store (no sidecar id: it is the one asked). */
+export const hostedEndpointPattern = new RegExp(`^(service:${serviceNameChars}|store:)$`);
+
+/**
+ * What an endpoint names. `sidecar`: the sidecar the service is registered on or whose store it is, when
+ * the endpoint names one (`service:<name>@<id>`, `store:<id>`); absent, it is the orchestrating sidecar.
+ */
+export type Endpoint = { kind: "http" } | { kind: "service"; service: string; sidecar?: string } | { kind: "store"; sidecar?: string };
+
+export function parseEndpoint(endpoint: string): Endpoint | undefined {
+  if (/^https?:\/\/./.test(endpoint)) return { kind: "http" };
+  const service = serviceEndpoint.exec(endpoint);
+  if (service) return service[2] === undefined ? { kind: "service", service: service[1] } : { kind: "service", service: service[1], sidecar: service[2] };
+  const store = storeEndpoint.exec(endpoint);
+  if (store) return store[1] === undefined ? { kind: "store" } : { kind: "store", sidecar: store[1] };
+  return undefined;
+}
+
 export const participantSpec = z.strictObject({
   participantId,
-  /** http(s)://… (the seed's HTTP protocol), service:<name> (dtx.register), or store: (this sidecar's store). */
+  /**
+   * http(s)://… (the seed's HTTP protocol), service:<name> (dtx.register on this sidecar), service:<name>@<sidecar-id>
+   * (registered on that peer), store: (this sidecar's store) or store:<sidecar-id> (that peer's).
+   */
   endpoint: z
     .string()
     .max(2048)
-    .refine((e) => /^https?:\/\/./.test(e) || /^service:[A-Za-z0-9_.-]{1,64}$/.test(e) || e === "store:", "endpoint must be http(s)://…, service:<name> or store:"),
+    .refine((e) => parseEndpoint(e) !== undefined, "endpoint must be http(s)://…, service:<name>[@<sidecar-id>] or store:[<sidecar-id>]"),
   supports2pc: z.boolean().default(true),
   supportsSaga: z.boolean().default(true),
   /** Name of the compensating action, passed to the participant (the seed's compensation_action). */
@@ -58,7 +84,7 @@ export function orchestratedValueRefusal(
   const what = () => `addParticipant(${JSON.stringify(participantId)})`;
   const r = checkValue(payload, what, encodedBytes, "payload");
   if (typeof r !== "number") return r;
-  if (endpoint !== "store:" || typeof payload !== "object" || payload === null) return undefined;
+  if (!endpoint.startsWith("store:") || typeof payload !== "object" || payload === null) return undefined;
   const { put, delete: deletes } = payload as { put?: unknown; delete?: unknown };
   const keys = [...(put && typeof put === "object" ? Object.keys(put) : []), ...(Array.isArray(deletes) ? deletes : [])];
   for (const k of keys) {

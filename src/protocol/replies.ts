@@ -22,10 +22,14 @@ const decided = <Outcome extends "committed" | "rolled_back">(outcome: Outcome) 
 /** A participant of an orchestrated transaction, as execute and abort answer. */
 const orchestratedParticipant = z.looseObject({
   participantId: z.string(),
+  /** The sidecar it lives on (service:<name>@<id>, store:<id>; a local service or store: this one); null for HTTP. */
+  sidecar: z.string().nullable().optional(),
   /** Where it ended: prepared, committed, executed, compensated, not_reached, … */
   status: z.string(),
   result: z.unknown().optional(),
   error: z.string().nullable(),
+  /** A stable code for why, when there is one: PARTICIPANT_UNAVAILABLE (its sidecar is not a peer, or its service is not registered there), PEER_UNREACHABLE. */
+  code: z.string().nullable().optional(),
 });
 
 /** What execute, abort (and resolve of an orchestrated transaction) answer. */
@@ -39,7 +43,7 @@ const executeResult = z.looseObject({
 });
 
 /** One finished operation on an orchestrated participant (status). */
-const step = z.looseObject({ op: z.string(), outcome: z.string(), result: z.unknown().optional(), error: z.string().optional(), at: z.number() });
+const step = z.looseObject({ op: z.string(), outcome: z.string(), result: z.unknown().optional(), error: z.string().optional(), code: z.string().optional(), at: z.number() });
 
 const statusView = z.looseObject({
   name: z.string(),

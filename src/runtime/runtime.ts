@@ -6,7 +6,7 @@
 // code over a MemoryWal whose flushes it decides.
 import type { CallOutcome } from "../participants/outcome.ts";
 import type { PeerMessage } from "../protocol/messages.ts";
-import type { Effect, Input, ParticipantCall, ReplyBody, ReplyTo } from "../txn/types.ts";
+import type { Effect, Input, ParticipantCall, ReplyBody, ReplyTo, ServiceInvoke } from "../txn/types.ts";
 import type { LogRecord } from "../wal/records.ts";
 import type { Wal } from "../wal/wal.ts";
 import { type BrokenPlan, type EffectBatch, planEffects } from "./effect-plan.ts";
@@ -18,12 +18,18 @@ export interface Engine {
 }
 
 export interface RuntimeIo {
-  /** Deliver a message to another sidecar (federation); dropped if there is no link. */
-  sendPeer(to: string, msg: PeerMessage): void;
+  /**
+   * Deliver a message to another sidecar (federation); dropped if there is no link. `ifLinked`: only over a
+   * link that is up now, never queued. Returns why a message did not leave when that is certain (no such
+   * peer; no link up for an ifLinked one): the engine hears it as "undeliverable".
+   */
+  sendPeer(to: string, msg: PeerMessage, ifLinked?: boolean): { code: string; reason: string } | void;
   /** Deliver a reply to a client connection (dropped if it has gone). */
   reply(to: ReplyTo, body: ReplyBody): void;
   /** Call a participant of an orchestrated transaction; each `done` is fed back as a call_result (a failure is outcome "retry"). */
   call(call: ParticipantCall, done: (o: CallOutcome) => void): void;
+  /** Push an operation to the registered service on its connection; `done` once it answered, or its connection went. */
+  invoke(invoke: ServiceInvoke, done: (o: CallOutcome) => void): void;
   /** Finish a branch's prepared SQL work (its decision is durable by now); `done(true)` once every database finished it. */
   finishSql(e: Extract<Effect, { k: "finish_sql" }>, done: (ok: boolean) => void): void;
   observe?: {
@@ -132,8 +138,11 @@ export class Runtime {
 
   private carryOut(e: Effect): void {
     switch (e.k) {
-      case "send":
-        return this.io.sendPeer(e.to, e.msg);
+      case "send": {
+        const refused = this.io.sendPeer(e.to, e.msg, e.ifLinked);
+        if (refused) this.input({ k: "undeliverable", to: e.to, msg: e.msg, ...refused, now: this.opts.now() });
+        return;
+      }
       case "reply":
         return this.io.reply(e.to, e.body);
       case "after":
@@ -142,6 +151,8 @@ export class Runtime {
         const c = e.call;
         return this.io.call(c, (o) => this.input({ k: "call_result", name: c.name, index: c.index, callId: c.callId, ...o, now: this.opts.now() }));
       }
+      case "invoke":
+        return this.io.invoke(e.invoke, (o) => this.input({ k: "invoked", id: e.invoke.id, ...o, now: this.opts.now() }));
       case "finish_sql":
         return this.io.finishSql(e, (ok) => this.input({ k: "sql_finished", name: e.name, branch: e.branch, ok, now: this.opts.now() }));
       case "persist":

@@ -11,6 +11,7 @@ import { timing } from "../limits.ts";
 import { LockTable } from "../store/locks.ts";
 import type { LogRecord } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
+import { Hosted } from "./hosted.ts";
 import { Orchestrator } from "./orchestrator.ts";
 import { abortedError } from "./rollback-errors.ts";
 import type { Branch, BranchState, Coord } from "./state.ts";
@@ -73,6 +74,8 @@ export class Engine {
   readonly locks = new LockTable();
   readonly traces = new Map<string, string>();
   readonly orchestrator: Orchestrator;
+  /** The participants of orchestrated transactions (this node's or a peer's) that run here. */
+  readonly hosted: Hosted;
   /** Decisions asked of this node by another sidecar's client, waiting for their answer. */
   readonly forwardedIn: ForwardedIn = new Map();
   /** Decisions this node's clients asked of other sidecars. */
@@ -109,11 +112,24 @@ export class Engine {
         ok: (to, result) => this.ok(to, result),
         fail: (to, error) => this.fail(to, error),
         call: (call) => this.out.push({ k: "call", call }),
+        send: (to, msg) => this.send(to, msg, to !== this.id),
         random,
         nextVersion: () => this.nextVersion(),
+        newId: () => this.newBranchId(),
       },
       this.id,
+      this.bootId,
     );
+    this.hosted = new Hosted({
+      id: this.id,
+      reader: this.reader,
+      locks: this.locks,
+      persist: (rec) => this.persist(rec),
+      send: (to, msg) => this.send(to, msg),
+      invoke: (invoke) => this.out.push({ k: "invoke", invoke }),
+      after: (input) => this.out.push({ k: "after", input }),
+      nextVersion: () => this.nextVersion(),
+    });
   }
 
   // ---- effects -------------------------------------------------------------
@@ -124,9 +140,11 @@ export class Engine {
   persistLazy(rec: LogRecord) {
     this.out.push({ k: "persist", rec, lazy: true });
   }
-  send(to: string, msg: PeerMessage) {
+  /** `ifLinked`: over a link that is up now or not at all (see Effect "send"). */
+  send(to: string, msg: PeerMessage, ifLinked = false) {
     const tp = this.traces.get(msg.name);
-    this.out.push({ k: "send", to, msg: tp && !msg.traceparent ? { ...msg, traceparent: tp } : msg });
+    const traced = tp && !msg.traceparent ? { ...msg, traceparent: tp } : msg;
+    this.out.push(ifLinked ? { k: "send", to, msg: traced, ifLinked } : { k: "send", to, msg: traced });
   }
   ok(to: ReplyTo, result: Record<string, unknown> = {}, release?: Release) {
     this.reply(to, { ok: true, ...result } as ReplyBody, release);

@@ -19,6 +19,7 @@ export function nameHeld(e: Engine, name: string, joining?: string | null): stri
   const c = e.coords.get(name);
   if (c && !isTerminal(c.state) && (joining === undefined || (joining !== null && c.ownBranch !== joining))) return `transaction "${name}" is ${c.state} on sidecar ${e.id}`;
   if (e.orchestrator.active(name)) return `orchestrated transaction "${name}" is not finished on sidecar ${e.id}`;
+  if (e.hosted.holdsName(name)) return `sidecar ${e.id} holds a prepared participant of another sidecar's orchestrated transaction "${name}", waiting for its decision`;
   for (const b of e.byName.get(name) ?? []) {
     // A joining branch is in no transaction yet (its enlist may still be refused): it holds nothing.
     if (b.state === "committed" || b.state === "rolled_back" || b.state === "joining") continue;

@@ -58,7 +58,7 @@ export class Node {
         this.onDisconnect(input.conn, input.now);
         break;
       case "recover":
-        onRecover(this.e, input.coordinators, input.branches, input.now, input.orchestrations);
+        onRecover(this.e, input.coordinators, input.branches, input.now, input.orchestrations, input.hosted);
         break;
       case "applied":
         onApplied(this.e, input.name, input.branch);
@@ -68,6 +68,18 @@ export class Node {
         break;
       case "call_result":
         this.e.orchestrator.onResult(input, input.now);
+        break;
+      case "register":
+        this.e.hosted.register(input.conn, input.service);
+        break;
+      case "invoked":
+        this.e.hosted.onInvoked(input.id, input, input.now);
+        break;
+      case "hosted_durable":
+        this.e.hosted.onDurable(input.key);
+        break;
+      case "undeliverable":
+        if (input.msg.t === "o_call") this.e.orchestrator.onUndeliverable(input.msg, input.code, input.reason, input.now);
         break;
       default: {
         const never: never = input;
@@ -176,6 +188,14 @@ export class Node {
         return decide(e, msg.name, msg.outcome, acceptForwarded(e, msg), now);
       case "decided":
         return onDecided(e, msg);
+      case "o_call":
+        return e.hosted.onCall(msg, now);
+      case "o_result":
+        return e.orchestrator.onHostedResult(msg, now);
+      case "o_query":
+        return e.orchestrator.onQuery(msg);
+      case "o_decision":
+        return e.hosted.onDecision(msg, now);
       default: {
         const never: never = msg;
         throw new Error(`unknown peer message ${JSON.stringify(never)}`);
@@ -187,6 +207,7 @@ export class Node {
     const e = this.e;
     expireForwarded(e, now);
     e.orchestrator.tick(now);
+    e.hosted.tick(now);
     e.evictRetired(now);
     if (e.parkedCount) expireParkedEnlists(e, now);
     for (const c of e.liveCoords) tickCoord(e, c, now);
@@ -195,6 +216,7 @@ export class Node {
 
   private onDisconnect(conn: number, now: number) {
     const e = this.e;
+    e.hosted.disconnected(conn);
     for (const c of e.liveCoords) {
       if (c.owner === conn && (c.state === "active" || c.state === "preparing")) {
         abort(e, c, "the client disconnected before the transaction was prepared", undefined, false, now);

@@ -1,7 +1,7 @@
 // The in-memory state of one orchestrated transaction, how it is rebuilt
 // from the log, and how it reads to a client (execute's result, status).
 import type { TxnState } from "../protocol/messages.ts";
-import type { ParticipantSpec } from "../protocol/orchestration.ts";
+import { type ParticipantSpec, parseEndpoint } from "../protocol/orchestration.ts";
 import type { OrchestrationSummary, StepDone, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
 import type { Protocol, Write } from "../wal/records.ts";
 import { timing } from "../limits.ts";
@@ -16,9 +16,12 @@ export interface Inflight {
   firstAt: number;
   nextAt: number;
   outstanding: boolean;
+  /** A call to a hosted participant is given up on at this time (an HTTP call's timeout is its fetch's). */
+  deadline?: number;
   /** Some attempt may have reached the participant (false only while every attempt provably never left). */
   reached: boolean;
   lastError?: string;
+  lastCode?: string;
 }
 
 export interface Orch {
@@ -26,6 +29,8 @@ export interface Orch {
   state: TxnState;
   choice: "auto" | Protocol;
   protocol?: Protocol;
+  /** This execution of the name (o.begin): the participants' sidecars key their barrier by it. */
+  incarnation?: string;
   requirements: Requirements;
   context?: unknown;
   timeoutMs: number;
@@ -49,7 +54,22 @@ export interface Orch {
   calledBefore: Set<number>;
 }
 
+/** This sidecar's store under a Saga: its steps run inline, logged with the step. */
 export const isStore = (s: ParticipantSpec) => s.endpoint === "store:";
+
+/**
+ * The sidecar that hosts a participant and the endpoint it runs there: every service (a local one is hosted
+ * by this sidecar itself) and a store named by its sidecar's id. Undefined for HTTP and for `store:`.
+ */
+export function hostOf(s: ParticipantSpec, self: string): { sidecar: string; endpoint: string } | undefined {
+  const e = parseEndpoint(s.endpoint);
+  if (e?.kind === "service") return { sidecar: e.sidecar ?? self, endpoint: `service:${e.service}` };
+  if (e?.kind === "store" && e.sidecar !== undefined) return { sidecar: e.sidecar, endpoint: "store:" };
+  return undefined;
+}
+
+/** The sidecar a participant lives on, for status: null for an HTTP endpoint. */
+export const sidecarOf = (s: ParticipantSpec, self: string): string | null => (isStore(s) ? self : (hostOf(s, self)?.sidecar ?? null));
 
 /** The last finished `op` of participant i, from the log. */
 export function last(o: Orch, i: number, op: StepOp): StepDone | undefined {
@@ -78,6 +98,7 @@ export function orchFromSummary(s: OrchestrationSummary, now: number): Orch {
     state: s.state,
     choice: s.protocol,
     protocol: s.protocol,
+    incarnation: s.incarnation,
     requirements: s.requirements as Requirements,
     context: s.context,
     timeoutMs: s.timeoutMs ?? timing.orchestrationTimeoutMs,
@@ -99,7 +120,7 @@ export function orchFromSummary(s: OrchestrationSummary, now: number): Orch {
 }
 
 /** What execute and abort answer: the outcome and, per participant, where it ended. */
-export function resultOf(o: Orch) {
+export function resultOf(o: Orch, self: string) {
   return {
     name: o.name,
     outcome: o.state,
@@ -110,9 +131,11 @@ export function resultOf(o: Orch) {
       const lastDone = d[d.length - 1];
       return {
         participantId: s.participantId,
+        sidecar: sidecarOf(s, self),
         status: participantStatus(d),
         result: [...d].reverse().find((x) => x.op === "execute" || x.op === "prepare")?.result ?? null,
         error: lastDone?.error ?? o.inflight.get(i)?.lastError ?? null,
+        code: (lastDone ? lastDone.code : o.inflight.get(i)?.lastCode) ?? null,
       };
     }),
   };
@@ -125,7 +148,7 @@ export function statusOf(o: Orch, coordinator: string) {
     protocol: o.protocol ?? null,
     kind: "orchestrated",
     coordinator,
-    participants: resultOf(o).participants.map((p, i) => ({ ...p, endpoint: o.specs[i].endpoint, steps: o.done[i] })),
+    participants: resultOf(o, coordinator).participants.map((p, i) => ({ ...p, endpoint: o.specs[i].endpoint, steps: o.done[i] })),
     timestamps: { begun: o.createdAt, prepared: null, decided: o.decidedAt ?? null, finished: o.finishedAt ?? null },
     error: o.reason ?? null,
   };

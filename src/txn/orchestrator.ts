@@ -7,19 +7,21 @@
 // Every finished operation is logged (o.step) before anything depends on it,
 // so a restarted sidecar resumes where it was and never repeats a finished
 // operation; retries reuse the operation's idempotency key.
+import { idempotencyKeyOf } from "../participants/barrier.ts";
 import type { CallOutcome } from "../participants/outcome.ts";
 import { ErrorCode, type WireError, wireError } from "../protocol/errors.ts";
-import { timing } from "../limits.ts";
-import type { TxnState } from "../protocol/messages.ts";
-import { type ParticipantSpec, type RetryPolicy, retryPolicy, storePayload } from "../protocol/orchestration.ts";
+import { limits, timing } from "../limits.ts";
+import type { PeerMessage, TxnState } from "../protocol/messages.ts";
+import { type ParticipantSpec, type RetryPolicy, retryPolicy } from "../protocol/orchestration.ts";
 import type { LockTable } from "../store/locks.ts";
 import type { OrchestrationRecord, OrchestrationSummary, StepOp, StepOutcome } from "../wal/orchestration-records.ts";
 import type { Protocol, Write } from "../wal/records.ts";
-import { isTerminal } from "../wal/records.ts";
+import { defined, isTerminal } from "../wal/records.ts";
 import type { WalReader } from "../wal/wal.ts";
 import { planSaga, planTwoPhase } from "./orchestration-plan.ts";
-import { type Inflight, type Orch, isStore, orchFromSummary, resultOf, statusOf } from "./orchestration-state.ts";
+import { type Inflight, type Orch, hostOf, isStore, orchFromSummary, resultOf, statusOf } from "./orchestration-state.ts";
 import { type Requirements, selectProtocol } from "./select.ts";
+import { beforeImage, lockedKeyError, storeWrites } from "./store-step.ts";
 import type { ParticipantCall, ReplyTo } from "./types.ts";
 
 export interface OrchestratorHost {
@@ -29,10 +31,16 @@ export interface OrchestratorHost {
   ok(to: ReplyTo, result: Record<string, unknown>): void;
   fail(to: ReplyTo, error: WireError): void;
   call(call: ParticipantCall): void;
+  /** To a participant's sidecar (o_call: over a link that is up now, or not at all, see Effect "send"). */
+  send(to: string, msg: PeerMessage): void;
   /** From the runtime's seeded PRNG: jitter only. */
   random(): number;
   nextVersion(): number;
+  /** An id no other process of this sidecar makes: an execution's incarnation. */
+  newId(): string;
 }
+
+type HostedResult = Extract<PeerMessage, { t: "o_result" }>;
 
 type CreateReq = { name: string; protocol?: "auto" | Protocol; consistency?: Requirements["consistency"]; availability?: Requirements["availability"]; timeoutMs?: number; context?: unknown };
 
@@ -47,6 +55,8 @@ export class Orchestrator {
   constructor(
     private readonly host: OrchestratorHost,
     private readonly nodeId: string,
+    /** This process: a hosted participant's answer counts only for a call this process made. */
+    private readonly bootId: string,
   ) {}
 
   /** True when this name is taken by an orchestration that has not finished: `failed` holds it until resolved. */
@@ -88,7 +98,10 @@ export class Orchestrator {
     if (o.specs.some((s) => s.participantId === spec.participantId)) {
       return this.host.fail(from, wireError(ErrorCode.BAD_REQUEST, `participantId "${spec.participantId}" is already in "${name}"`));
     }
-    // The built-in store takes part in Sagas only; 2PC over the store is beginDistributed's job.
+    if (o.specs.length >= limits.branchesPerTxnMax) {
+      return this.host.fail(from, wireError(ErrorCode.LIMIT_EXCEEDED, `more than branchesPerTxnMax (${limits.branchesPerTxnMax}) participants in "${name}"`));
+    }
+    // This sidecar's store (store:) takes part in Sagas only; store:<sidecar-id> is hosted, and takes part in 2PC too.
     o.specs.push(isStore(spec) ? { ...spec, supports2pc: false } : spec);
     o.done.push([]);
     this.host.ok(from, { name, participants: o.specs.length });
@@ -97,7 +110,7 @@ export class Orchestrator {
   execute(name: string, from: ReplyTo, now: number) {
     const o = this.orchs.get(name) ?? this.fromSummary(name, now);
     if (!o) return this.host.fail(from, wireError(ErrorCode.NOT_FOUND, `no orchestrated transaction "${name}" on sidecar ${this.nodeId}`));
-    if (isTerminal(o.state) || o.state === "failed") return this.host.ok(from, resultOf(o));
+    if (isTerminal(o.state) || o.state === "failed") return this.host.ok(from, resultOf(o, this.nodeId));
     o.waiters.push(from);
     if (o.executed) return;
     if (o.specs.length === 0) {
@@ -112,6 +125,7 @@ export class Orchestrator {
       return this.host.fail(from, chosen.error);
     }
     o.protocol = chosen.protocol;
+    o.incarnation = this.host.newId();
     o.executed = true;
     o.state = o.protocol === "2pc" ? "preparing" : "active";
     o.deadline = now + o.timeoutMs;
@@ -125,6 +139,7 @@ export class Orchestrator {
       createdAt: o.createdAt,
       at: now,
       timeoutMs: o.timeoutMs,
+      incarnation: o.incarnation,
     });
     this.drive(o, now);
   }
@@ -136,12 +151,12 @@ export class Orchestrator {
       o.state = "rolled_back";
       o.reason = reason;
       o.finishedAt = now;
-      return this.host.ok(from, resultOf(o));
+      return this.host.ok(from, resultOf(o, this.nodeId));
     }
     if (o.decision === "commit") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" decided to commit; a decision is never changed`));
     if (isTerminal(o.state) || o.state === "failed") {
       if (o.state === "committed") return this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is committed`));
-      return this.host.ok(from, resultOf(o));
+      return this.host.ok(from, resultOf(o, this.nodeId));
     }
     o.waiters.push(from);
     if (!o.decision) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", reason, now);
@@ -159,7 +174,7 @@ export class Orchestrator {
       return true;
     }
     if (isTerminal(o.state)) {
-      if (o.state === wants) this.host.ok(from, resultOf(o));
+      if (o.state === wants) this.host.ok(from, resultOf(o, this.nodeId));
       else this.host.fail(from, wireError(ErrorCode.INVALID_STATE, `transaction "${name}" is ${o.state}`));
       return true;
     }
@@ -168,7 +183,7 @@ export class Orchestrator {
       return true;
     }
     this.end(o, wants, `resolved by an operator (was failed: ${o.reason ?? "unknown"})`, now);
-    this.host.ok(from, resultOf(o));
+    this.host.ok(from, resultOf(o, this.nodeId));
     return true;
   }
 
@@ -180,6 +195,38 @@ export class Orchestrator {
     f.outstanding = false;
     this.settle(o, r.index, f, r, now);
     this.drive(o, now);
+  }
+
+  /** A hosted participant's sidecar answered: it counts only for the call of this process and execution it names. */
+  onHostedResult(m: HostedResult, now: number) {
+    const o = this.orchs.get(m.name);
+    const f = o?.inflight.get(m.index);
+    const spec = o?.specs[m.index];
+    if (!o || !f || !spec || m.boot !== this.bootId || f.op !== m.op || o.incarnation !== m.incarnation || spec.participantId !== m.participantId) return;
+    if (hostOf(spec, this.nodeId)?.sidecar !== m.from) return; // only the sidecar that hosts it answers for it
+    this.onResult({ name: m.name, index: m.index, callId: m.callId, outcome: m.outcome, ...defined({ result: m.result, error: m.error, code: m.code, reached: m.reached }) }, now);
+  }
+
+  /** An o_call that did not leave (no such peer, or no link up): that attempt provably never reached the participant. */
+  onUndeliverable(m: Extract<PeerMessage, { t: "o_call" }>, code: string, reason: string, now: number) {
+    if (m.boot !== this.bootId || this.orchs.get(m.name)?.incarnation !== m.incarnation) return;
+    this.onResult({ name: m.name, index: m.index, callId: m.callId, outcome: "retry", reached: false, code, error: reason }, now);
+  }
+
+  /**
+   * A participant's sidecar holds a prepare of ours with no decision and asks for it: answered once decided,
+   * with what the operation is called with. Presumed abort: no record of this execution means rollback.
+   */
+  onQuery(m: Extract<PeerMessage, { t: "o_query" }>) {
+    const live = this.orchs.get(m.name);
+    const s = live ? undefined : this.summary(m.name);
+    const o = live ?? (s ? orchFromSummary(s, 0) : undefined);
+    const spec = o?.specs[m.index];
+    const known = o && o.executed && o.incarnation === m.incarnation && spec?.participantId === m.participantId;
+    if (known && !o.decision) return; // undecided: it keeps waiting
+    const outcome: "commit" | "rollback" = known && o.decision === "commit" ? "commit" : "rollback";
+    const reply = { t: "o_decision" as const, name: m.name, from: this.nodeId, participantId: m.participantId, index: m.index, outcome, ...defined({ incarnation: m.incarnation }) };
+    this.host.send(m.from, known ? { ...reply, ...defined({ payload: spec!.payload, context: o.context, action: spec!.action }) } : reply);
   }
 
   tick(now: number) {
@@ -194,6 +241,7 @@ export class Orchestrator {
         continue;
       }
       if (!o.decision && now >= o.deadline) this.decide(o, o.protocol === "saga" ? "compensate" : "rollback", `timed out after ${o.timeoutMs} ms`, now);
+      this.expireHostedCalls(o, now);
       this.drive(o, now);
     }
   }
@@ -225,6 +273,15 @@ export class Orchestrator {
     const out: Record<string, unknown>[] = [];
     for (const o of this.orchs.values()) if (o.executed && (!state || o.state === state)) out.push(statusOf(o, this.nodeId));
     return out;
+  }
+
+  /** A hosted participant that did not answer within the call's timeout: retried like an HTTP call that timed out. */
+  private expireHostedCalls(o: Orch, now: number) {
+    for (const [i, f] of o.inflight) {
+      if (!f.outstanding || f.deadline === undefined || now < f.deadline) continue;
+      f.outstanding = false;
+      this.settle(o, i, f, { outcome: "retry", error: `${o.specs[i].endpoint} did not answer ${f.op} within ${policyOf(o.specs[i]).callTimeoutMs} ms` }, now);
+    }
   }
 
   // ---- driving -----------------------------------------------------------------
@@ -280,19 +337,28 @@ export class Orchestrator {
       return true;
     }
     f.outstanding = true;
-    this.host.call({
-      name: o.name,
-      index: i,
-      participantId: spec.participantId,
-      endpoint: spec.endpoint,
-      op,
-      callId: f.callId,
-      idempotencyKey: `${o.name}/${spec.participantId}/${op}`,
-      payload: spec.payload,
-      context: o.context,
-      action: op === "compensate" ? spec.compensationAction : spec.action,
-      timeoutMs: policyOf(spec).callTimeoutMs,
-    });
+    const idempotencyKey = idempotencyKeyOf(o.name, spec.participantId, op);
+    const action = op === "compensate" ? spec.compensationAction : spec.action;
+    const timeoutMs = policyOf(spec).callTimeoutMs;
+    const hosted = hostOf(spec, this.nodeId);
+    if (hosted) {
+      f.deadline = now + timeoutMs;
+      this.host.send(hosted.sidecar, {
+        t: "o_call",
+        name: o.name,
+        from: this.nodeId,
+        participantId: spec.participantId,
+        index: i,
+        boot: this.bootId,
+        callId: f.callId,
+        endpoint: hosted.endpoint,
+        op,
+        idempotencyKey,
+        ...defined({ incarnation: o.incarnation, payload: spec.payload, context: o.context, action }),
+      });
+      return false;
+    }
+    this.host.call({ name: o.name, index: i, participantId: spec.participantId, endpoint: spec.endpoint, op, callId: f.callId, idempotencyKey, payload: spec.payload, context: o.context, action, timeoutMs });
     return false;
   }
 
@@ -304,12 +370,13 @@ export class Orchestrator {
     }
     if (r.outcome === "fail" && (op === "prepare" || op === "execute")) {
       o.inflight.delete(i);
-      return this.record(o, i, op, op === "prepare" ? "no" : "failed", undefined, r.error, now);
+      return this.record(o, i, op, op === "prepare" ? "no" : "failed", undefined, r.error, now, defined({ code: r.code }));
     }
     // Only a call that provably never left counts as not having reached the participant.
     if (r.reached !== false) f.reached = true;
     const p = policyOf(o.specs[i]);
     f.lastError = r.error;
+    f.lastCode = r.code;
     if (f.attempts < p.attempts && now - f.firstAt < p.budgetMs) {
       const backoff = Math.min(p.maxBackoffMs, p.backoffMs * 2 ** (f.attempts - 1));
       f.nextAt = now + Math.floor(backoff / 2 + this.host.random() * (backoff / 2)); // equal jitter
@@ -318,17 +385,18 @@ export class Orchestrator {
     o.inflight.delete(i);
     const who = o.specs[i].participantId;
     const tried = `${f.attempts} attempts in ${now - f.firstAt} ms${r.error ? `: ${r.error}` : ""}`;
+    const code = defined({ code: r.code });
     if (op === "prepare" || op === "execute") {
       // A prepare or action that gave up may have applied (then it is aborted or compensated), unless none reached.
-      if (!f.reached) return this.record(o, i, op, "unreached", undefined, `${who} ${op} never reached the participant in ${tried}`, now);
-      return this.record(o, i, op, "maybe", undefined, `${who} ${op} gave up after ${tried}`, now);
+      if (!f.reached) return this.record(o, i, op, "unreached", undefined, `${who} ${op} never reached the participant in ${tried}`, now, code);
+      return this.record(o, i, op, "maybe", undefined, `${who} ${op} gave up after ${tried}`, now, code);
     }
     // A commit, abort or compensation that cannot finish needs an operator; the others go on (see ending()).
-    this.record(o, i, op, "failed", undefined, `${who} ${op} gave up after ${tried}`, now);
+    this.record(o, i, op, "failed", undefined, `${who} ${op} gave up after ${tried}`, now, code);
   }
 
   private record(o: Orch, i: number, op: StepOp, outcome: StepOutcome, result: unknown, error: string | undefined, now: number, extra: Partial<Extract<OrchestrationRecord, { r: "o.step" }>> = {}) {
-    o.done[i].push({ op, outcome, result, error, at: now });
+    o.done[i].push({ op, outcome, result, error, at: now, ...defined({ code: extra.code }) });
     this.host.persist({ r: "o.step", name: o.name, index: i, op, outcome, result, error, at: now, ...extra });
   }
 
@@ -350,7 +418,7 @@ export class Orchestrator {
     for (const [i, f] of o.inflight) {
       if ((f.op !== "prepare" && f.op !== "execute") || f.outstanding || f.reached || f.attempts === 0) continue;
       o.inflight.delete(i);
-      this.record(o, i, f.op, "unreached", undefined, `${o.specs[i].participantId} ${f.op} never reached the participant in ${f.attempts} attempts${f.lastError ? `: ${f.lastError}` : ""}`, now);
+      this.record(o, i, f.op, "unreached", undefined, `${o.specs[i].participantId} ${f.op} never reached the participant in ${f.attempts} attempts${f.lastError ? `: ${f.lastError}` : ""}`, now, defined({ code: f.lastCode }));
     }
   }
 
@@ -360,7 +428,7 @@ export class Orchestrator {
     o.finishedAt = now;
     o.inflight.clear();
     this.host.persist({ r: "o.end", name: o.name, state, reason, at: now });
-    for (const w of o.waiters) this.host.ok(w, resultOf(o));
+    for (const w of o.waiters) this.host.ok(w, resultOf(o, this.nodeId));
     o.waiters = [];
   }
 
@@ -368,21 +436,13 @@ export class Orchestrator {
 
   /** The writes of a store step (or of its undo), logged atomically with the step; the record keeps the before-image. */
   private storeStep(o: Orch, i: number, op: StepOp): { outcome: "ok" | "fail" | "retry"; error?: string; extra?: { writes: Write[]; version: number; before?: Write[] } } {
-    if (op !== "execute" && op !== "compensate") return { outcome: "fail", error: "the built-in store takes part in Sagas only" };
-    const parsed = storePayload.safeParse(o.specs[i].payload ?? {});
-    if (!parsed.success) return { outcome: "fail", error: "store payload must be { put?: {key: value}, delete?: [key] }" };
-    const writes: Write[] =
-      op === "compensate"
-        ? (o.before[i] ?? [])
-        : [...Object.entries(parsed.data.put ?? {}).map(([k, v]): Write => [k, v, false]), ...(parsed.data.delete ?? []).map((k): Write => [k, null, true])];
-    const busy = writes.find(([k]) => this.host.locks.holder(k) !== undefined);
-    if (busy) return { outcome: "retry", error: `key "${busy[0]}" is locked by a prepared transaction` };
-    if (op === "compensate") return { outcome: "ok", extra: { writes, version: this.host.nextVersion() } };
-    const before = writes.map(([k]): Write => {
-      const e = this.host.reader.kvGet(k);
-      return e ? [k, e.value, false] : [k, null, true];
-    });
-    return { outcome: "ok", extra: { writes, version: this.host.nextVersion(), before } };
+    if (op !== "execute" && op !== "compensate") return { outcome: "fail", error: "this sidecar's store (store:) takes part in Sagas only; store:<sidecar-id> takes part in 2PC too" };
+    const planned = op === "compensate" ? (o.before[i] ?? []) : storeWrites(o.specs[i].payload);
+    if (typeof planned === "string") return { outcome: "fail", error: planned };
+    const busy = lockedKeyError(planned, this.host.locks);
+    if (busy) return { outcome: "retry", error: busy };
+    if (op === "compensate") return { outcome: "ok", extra: { writes: planned, version: this.host.nextVersion() } };
+    return { outcome: "ok", extra: { writes: planned, version: this.host.nextVersion(), before: beforeImage(planned, this.host.reader) } };
   }
 
   // ---- views -------------------------------------------------------------------

@@ -1,17 +1,19 @@
 // Start-up: the log's unfinished transactions back in memory before the sidecar
 // is ready (DESIGN §6). Prepared branches take their locks again and ask their
 // coordinators; decisions are announced again; a coordinator that crashed
-// before every branch prepared rolls back (presumed abort).
+// before every branch prepared rolls back (presumed abort); hosted prepares in
+// doubt take their locks again and ask their orchestrators.
 import type { BranchSummary, CoordinatorSummary } from "../wal/records.ts";
-import type { OrchestrationSummary } from "../wal/orchestration-records.ts";
+import type { BarrierSummary, OrchestrationSummary } from "../wal/orchestration-records.ts";
 import { abort, announce } from "./coordinator.ts";
 import { type Engine, bkey } from "./engine.ts";
 import { abortIfCoordinatorForgot, abortUnprepared } from "./participant.ts";
 import type { Branch, Coord } from "./state.ts";
 
-export function onRecover(e: Engine, coordinators: CoordinatorSummary[], branches: BranchSummary[], now: number, orchestrations: OrchestrationSummary[] = []) {
+export function onRecover(e: Engine, coordinators: CoordinatorSummary[], branches: BranchSummary[], now: number, orchestrations: OrchestrationSummary[] = [], hosted: BarrierSummary[] = []) {
   e.kvVersion = Math.max(e.kvVersion, e.reader.kvVersion());
   e.orchestrator.recover(orchestrations, now);
+  e.hosted.recover(hosted);
   for (const s of branches) {
     if (s.state === "active") {
       abortUnprepared(e, s, now);

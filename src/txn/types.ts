@@ -2,7 +2,7 @@
 import type { CallOutcome } from "../participants/outcome.ts";
 import type { WireError } from "../protocol/errors.ts";
 import type { ClientRequest, PeerMessage } from "../protocol/messages.ts";
-import type { OrchestrationSummary, StepOp } from "../wal/orchestration-records.ts";
+import type { BarrierSummary, OrchestrationSummary, StepOp } from "../wal/orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord, Outcome, SqlResourceRef } from "../wal/records.ts";
 
 /** Where a reply goes: a client connection and its request id. */
@@ -19,9 +19,17 @@ export type Input =
   | { k: "peer"; msg: PeerMessage; now: number }
   | { k: "tick"; now: number }
   | { k: "disconnect"; conn: number; now: number }
-  | { k: "recover"; coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations?: OrchestrationSummary[]; now: number }
+  | { k: "recover"; coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations?: OrchestrationSummary[]; hosted?: BarrierSummary[]; now: number }
   /** What a participant call (effect "call") came back with. */
   | ({ k: "call_result"; name: string; index: number; callId: number; now: number } & CallOutcome)
+  /** A client connection serves calls for `service` (dtx.register), until it disconnects. */
+  | { k: "register"; conn: number; service: string; now: number }
+  /** What a registered service's handler (effect "invoke") answered. */
+  | ({ k: "invoked"; id: number; now: number } & CallOutcome)
+  /** Fed back by the runtime once a record of a hosted participant's barrier is durable (a store commit's locks go). */
+  | { k: "hosted_durable"; key: string; now: number }
+  /** A send marked ifLinked did not leave: the message was never delivered, and why. */
+  | { k: "undeliverable"; to: string; msg: PeerMessage; code: string; reason: string; now: number }
   /** Fed back by the runtime once a branch's final record is durable. */
   | { k: "applied"; name: string; branch: string; now: number }
   /** The runtime finished a branch's SQL work in every database (ok), or could not yet (a resent decision retries). */
@@ -35,7 +43,8 @@ export type Effect =
    * other effects do not wait for it, though it is logged in order with everything else.
    */
   | { k: "persist"; rec: LogRecord; lazy?: true }
-  | { k: "send"; to: string; msg: PeerMessage }
+  /** `ifLinked`: send now over a link that is up, or not at all (fed back as "undeliverable"): never queued, so never late. */
+  | { k: "send"; to: string; msg: PeerMessage; ifLinked?: true }
   /**
    * `unlogged`: waits only for what earlier steps logged, not for this step's records (see maybeFinish in coordinator.ts).
    * `immediate`: depends on nothing any step logged, so it waits for nothing (see begin in coordinator.ts).
@@ -46,9 +55,25 @@ export type Effect =
   /** Finish a branch's prepared SQL work in its databases (COMMIT/ROLLBACK PREPARED, XA COMMIT/ROLLBACK); "sql_finished" says how it went. */
   | { k: "finish_sql"; name: string; branch: string; resources: SqlResourceRef[]; outcome: Outcome }
   /** Call a participant of an orchestrated transaction; its result comes back as "call_result". */
-  | { k: "call"; call: ParticipantCall };
+  | { k: "call"; call: ParticipantCall }
+  /** Call a registered service's handler (the barrier in front of it ran in the engine); its answer comes back as "invoked". */
+  | { k: "invoke"; invoke: ServiceInvoke };
 
-/** One operation on one participant: HTTP (the seed's protocol) or a registered service callback. */
+/** One operation of a hosted participant, pushed to the service registered on connection `conn`. */
+export interface ServiceInvoke {
+  id: number;
+  conn: number;
+  service: string;
+  method: StepOp;
+  name: string;
+  participantId: string;
+  idempotencyKey: string;
+  payload?: unknown;
+  context?: unknown;
+  action?: string;
+}
+
+/** One operation on one HTTP participant (the seed's protocol). */
 export interface ParticipantCall {
   name: string;
   index: number;

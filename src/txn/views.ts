@@ -10,6 +10,7 @@ import { limits, timing } from "../limits.ts";
 import type { BranchSummary, CoordinatorSummary } from "../wal/records.ts";
 import { isTerminal } from "../wal/records.ts";
 import type { Engine } from "./engine.ts";
+import { hostedViews } from "./hosted-views.ts";
 import type { Branch, Coord } from "./state.ts";
 
 const hourMs = 3_600_000;
@@ -160,7 +161,7 @@ function newestView(views: StatusView[]): StatusView | undefined {
 
 // ---- views over the engine ------------------------------------------------------
 
-/** Every view of `name` this sidecar has, orchestrated, coordinated or through its branches; the newest answers. */
+/** Every view of `name` this sidecar has, orchestrated, coordinated, hosted or through its branches; the newest answers. */
 export function status(e: Engine, name: string): StatusView | undefined {
   const views: StatusView[] = [];
   const o = e.orchestrator.status(name);
@@ -169,6 +170,7 @@ export function status(e: Engine, name: string): StatusView | undefined {
   const s = c ? undefined : e.reader.coordinator(name);
   if (c) views.push(coordStatus(c, e.id));
   else if (s) views.push(summaryStatus(s, e.id));
+  for (const v of hostedViews(e.reader.hostedOf(name), e.id)) views.push(v as StatusView);
   for (const v of branchViews(name, e.id, e.byName.get(name) ?? [], e.reader.branchesOf(name))) {
     if (v.coordinator !== e.id) views.push(v);
     // A branch whose coordinator is this node, which holds no record of the name: presumed abort.
@@ -213,9 +215,9 @@ export function branchLive(e: Engine, name: string, branch: string): boolean {
   return b !== undefined && b.state !== "committed" && b.state !== "rolled_back";
 }
 
-/** Branches that voted yes and wait for their coordinator's decision. */
+/** Branches that voted yes and wait for their coordinator's decision, and hosted prepares that wait for their orchestrator's. */
 export function inDoubtBranches(e: Engine): number {
-  let n = 0;
+  let n = e.hosted.inDoubtCount;
   for (const b of e.branches.values()) if (b.state === "prepared") n++;
   return n;
 }

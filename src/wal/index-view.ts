@@ -1,7 +1,7 @@
 // The in-memory view both Wal implementations need to answer reads and to
 // fold records: shared here so the fold and the reads are written once.
 import type { TxnState } from "../protocol/messages.ts";
-import type { OrchestrationSummary } from "./orchestration-records.ts";
+import type { BarrierSummary, OrchestrationSummary } from "./orchestration-records.ts";
 import type { KvEntry } from "./wal.ts";
 import {
   type AnySummary,
@@ -51,14 +51,16 @@ export function filterUnfinished(summaries: Iterable<[string, Summary]>) {
   const coordinators: CoordinatorSummary[] = [];
   const branches: BranchSummary[] = [];
   const orchestrations: OrchestrationSummary[] = [];
+  const hosted: BarrierSummary[] = [];
   for (const [key, s] of summaries) {
     // A failed orchestration waits for an operator; it is loaded so it can be resolved.
     if (isTerminal(s.state)) continue;
     if (key.startsWith("c/")) coordinators.push(s as CoordinatorSummary);
     else if (key.startsWith("p/")) branches.push(s as BranchSummary);
     else if (key.startsWith("o/")) orchestrations.push(s as OrchestrationSummary);
+    else if (key.startsWith("b/")) hosted.push(s as BarrierSummary); // a hosted prepare in doubt
   }
-  return { coordinators, branches, orchestrations };
+  return { coordinators, branches, orchestrations, hosted };
 }
 
 /** Transactions this node coordinates (plain and orchestrated), optionally in one state. */
@@ -76,6 +78,13 @@ export function filterList(summaries: Iterable<[string, Summary]>, opts: { state
 
 export function isPrunable(s: Summary, before: number): boolean {
   return isTerminal(s.state) && ((s as { finishedAt?: number }).finishedAt ?? 0) < before;
+}
+
+/** Of these barrier entries, the ones a node hosted for an orchestrator (entries from older logs say nothing of it). */
+export function filterHosted(summaries: Iterable<[string, Summary]>): BarrierSummary[] {
+  const out: BarrierSummary[] = [];
+  for (const [, s] of summaries) if ((s as BarrierSummary).hosted) out.push(s as BarrierSummary);
+  return out;
 }
 
 export { branchKey, coordinatorKey };

@@ -16,7 +16,7 @@
 import { mkdirSync } from "node:fs";
 import { open, type Database, type RootDatabase } from "lmdb";
 import type { TxnState } from "../protocol/messages.ts";
-import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterHosted, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
 import { valueCodec } from "../protocol/value.ts";
 import { Journal, removeJournalFiles } from "./journal.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
@@ -382,6 +382,9 @@ export class LmdbWal implements Wal {
   }
   barrierEntry(key: string) {
     return this.summary(barrierKey(key)) as BarrierSummary | undefined;
+  }
+  hostedOf(name: string): BarrierSummary[] {
+    return filterHosted(this.entries(barrierKey(`${name}/`)));
   }
   list(opts: { state?: TxnState; limit?: number }) {
     const limit = opts.limit ?? 1000;

@@ -4,7 +4,7 @@
 // decides when effects may go; crash() drops the unflushed tail, exactly the
 // failure the simulator must survive.
 import type { TxnState } from "../protocol/messages.ts";
-import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
+import { type IndexStore, type Summary, applyRecords, branchKey, coordinatorKey, filterHosted, filterList, filterUnfinished, isPrunable } from "./index-view.ts";
 import { type BarrierSummary, type OrchestrationSummary, barrierKey, orchestrationKey } from "./orchestration-records.ts";
 import type { BranchSummary, CoordinatorSummary, LogRecord } from "./records.ts";
 import type { DurabilityWatcher, KvEntry, Wal } from "./wal.ts";
@@ -132,6 +132,10 @@ export class MemoryWal implements Wal {
   }
   barrierEntry(key: string) {
     return this.view.getSummary(barrierKey(key)) as BarrierSummary | undefined;
+  }
+  hostedOf(name: string): BarrierSummary[] {
+    const prefix = barrierKey(`${name}/`);
+    return filterHosted([...this.view.index].filter(([k]) => k.startsWith(prefix)));
   }
   list(opts: { state?: TxnState; limit?: number }) {
     return filterList(this.view.index, opts);

@@ -205,15 +205,15 @@ export function foldRecord(prev: AnySummary | undefined, rec: LogRecord): AnySum
   }
 }
 
-/** The fields of `o` that are set: a summary carries no undefined fields (they would be stored). */
-function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+/** The fields of `o` that are set: a summary (or a peer message) carries no undefined fields (they would be stored, or sent). */
+export function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
   const out: Partial<T> = {};
   for (const k in o) if (o[k] !== undefined) out[k] = o[k];
   return out;
 }
 
-/** Store writes a record carries (only a committed branch end carries any). */
+/** Store writes a record carries: a committed branch end, a store step (o.step) or a hosted store operation (b.op). */
 export function recordKvWrites(rec: LogRecord): { writes: Write[]; version: number } | undefined {
-  if (rec.r === "o.step") return rec.writes?.length ? { writes: rec.writes, version: rec.version ?? 0 } : undefined;
+  if (rec.r === "o.step" || rec.r === "b.op") return rec.writes?.length ? { writes: rec.writes, version: rec.version ?? 0 } : undefined;
   return rec.r === "p.end" && rec.outcome === "commit" && rec.writes.length ? { writes: rec.writes, version: rec.version } : undefined;
 }

@@ -20,6 +20,8 @@ export interface WalReader {
   branchesOf(name: string): BranchSummary[];
   orchestration(name: string): OrchestrationSummary | undefined;
   barrierEntry(key: string): BarrierSummary | undefined;
+  /** Every participant of transactions named `name` this node hosted for an orchestrator (for status). */
+  hostedOf(name: string): BarrierSummary[];
   list(opts: { state?: TxnState; limit?: number }): (CoordinatorSummary | OrchestrationSummary)[];
 }
 
@@ -47,7 +49,7 @@ export interface Wal extends WalReader {
   /** Resolves once everything appended so far is durable. */
   barrier(): Promise<void>;
   /** Summaries of every transaction and branch that is not finished, for recovery. */
-  unfinished(): { coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations: OrchestrationSummary[] };
+  unfinished(): { coordinators: CoordinatorSummary[]; branches: BranchSummary[]; orchestrations: OrchestrationSummary[]; hosted: BarrierSummary[] };
   /** Forget finished transactions that finished before `before` (retention). Returns how many. */
   prune(before: number): number;
   close(): Promise<void>;

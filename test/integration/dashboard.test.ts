@@ -66,6 +66,15 @@ run("the dashboard", () => {
     await saga.addParticipant({ participantId: "fails-execute", endpoint: failsExecute.endpoint });
     expect((await saga.execute()).outcome).toBe("failed");
 
+    // A Saga whose first participant is a service registered on the peer sidecar; its second step fails.
+    const svc = await connect({ socket: peer.socket });
+    clients.push(svc);
+    await svc.register("pay", { action: () => null, compensate: () => null });
+    const remote = await dtx.createTransaction({ name: "saga-remote", consistency: "eventual" });
+    await remote.addParticipant({ participantId: "pay", endpoint: "service:pay@dash-peer" });
+    await remote.addParticipant({ participantId: "fails-execute", endpoint: failsExecute.endpoint });
+    expect((await remote.execute()).outcome).toBe("compensated");
+
     browser = await chromium.launch({
       executablePath,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -93,7 +102,7 @@ run("the dashboard", () => {
     release();
     await loaded(page);
     expect(await page.locator("#status").textContent()).toStartWith("updated ");
-    expect(await page.locator("tr.txn").count()).toBe(5);
+    expect(await page.locator("tr.txn").count()).toBe(6);
     await page.close();
   });
 
@@ -144,6 +153,16 @@ run("the dashboard", () => {
     await page.close();
   });
 
+  test("a participant on another sidecar is shown with it: in the row and in the timeline", async () => {
+    const page = await open();
+    await loaded(page);
+    expect(await page.locator('tr.txn[data-name="saga-remote"] td').last().textContent()).toBe("2 (on dash-peer)");
+    await page.click('tr.txn[data-name="saga-remote"]');
+    await page.waitForSelector("#tl-events li");
+    expect(await page.locator("#tl-events li").allTextContents()).toContainEqual(expect.stringContaining("pay@dash-peer: execute → ok"));
+    await page.close();
+  });
+
   test("filter by state, open a transaction's timeline, save a screenshot", async () => {
     const page = await open("/?stuckMs=0");
     await loaded(page);
@@ -164,7 +183,7 @@ run("the dashboard", () => {
     await page.waitForFunction('document.querySelectorAll("tr.txn").length === 0');
     await page.fill("#filter", "");
     await page.selectOption("#state", "");
-    await page.waitForFunction('document.querySelectorAll("tr.txn").length === 5');
+    await page.waitForFunction('document.querySelectorAll("tr.txn").length === 6');
 
     const shot = join(process.env.DTX_SCREENSHOT_DIR ?? tmpdir(), "dtx-dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });

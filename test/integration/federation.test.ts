@@ -11,7 +11,7 @@ import { Federation } from "../../src/federation/federation.ts";
 import { federationLimits } from "../../src/federation/link.ts";
 import { FEDERATION_VERSION, PROTOCOL_VERSION } from "../../src/limits.ts";
 import { decodeBody, encodeBody } from "../../src/protocol/frame.ts";
-import { freePorts, peersOf, waitForLinks } from "../helpers/federation.ts";
+import { freePorts, peersOf, RawPeer, waitForLinks } from "../helpers/federation.ts";
 import { SidecarProcess, tempDir, waitFor } from "../helpers/sidecar-process.ts";
 
 const secret = "federation-test-secret";
@@ -214,48 +214,6 @@ describe("federated 2PC between two sidecars", () => {
     expect(await c.get("acct/c7")).toBe(7);
   });
 });
-
-/** A hand-driven WebSocket to a sidecar's /v1/federation, for speaking (or faking) the handshake. */
-class RawPeer {
-  readonly received: Record<string, unknown>[] = [];
-  closed?: { code: number; reason: string };
-  private constructor(readonly ws: WebSocket) {
-    ws.binaryType = "arraybuffer";
-    ws.onmessage = (ev) => {
-      const m = decodeBody(new Uint8Array(ev.data as ArrayBuffer)) as Record<string, unknown>;
-      // Messages sent in one turn arrive together as {t: "batch", msgs}.
-      this.received.push(...(m.t === "batch" ? (m.msgs as Record<string, unknown>[]) : [m]));
-    };
-    ws.onclose = (ev) => (this.closed = { code: ev.code, reason: ev.reason });
-  }
-
-  static async open(port: number): Promise<RawPeer> {
-    const raw = new RawPeer(new WebSocket(`ws://127.0.0.1:${port}/v1/federation`));
-    await waitFor(() => raw.ws.readyState === WebSocket.OPEN, 5_000, "raw peer socket open");
-    return raw;
-  }
-
-  send(body: unknown): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encodeBody(body));
-  }
-
-  async next(t: string): Promise<Record<string, unknown>> {
-    await waitFor(() => this.received.some((m) => m.t === t), 5_000, `a ${t} message`);
-    return this.received.find((m) => m.t === t)!;
-  }
-
-  async closedWith(): Promise<{ code: number; reason: string }> {
-    await waitFor(() => this.closed !== undefined, 5_000, "the sidecar to close the socket");
-    return this.closed!;
-  }
-
-  /** Run the dialer's half of the handshake as `id` with `key`; resolves with the challenge. */
-  async authenticate(id: string, key: string): Promise<Record<string, unknown>> {
-    const challenge = await this.next("challenge");
-    this.send({ t: "auth", v: FEDERATION_VERSION, id, mac: peerMac(key, challenge.nonce as string, id), nonce: "0123456789abcdef0123456789abcdef" });
-    return challenge;
-  }
-}
 
 describe("peer authentication", () => {
   test("a sidecar with the wrong secret is refused, logged with its id and address, and never linked", async () => {

@@ -294,6 +294,9 @@ export class Sim {
       sendPeer: (to, msg) => this.send(sn, to, msg),
       reply: (to, body) => this.reply(to, body),
       call: (call, done) => this.callParticipant(sn, call, done),
+      invoke: () => {
+        throw new Error("invoke effects are not simulated: the simulated Sagas use no service: participants");
+      },
       finishSql: () => {
         throw new Error("finish_sql effects are not simulated: the simulated clients use no SQL branches");
       },

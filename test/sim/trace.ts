@@ -19,6 +19,14 @@ export function describeInput(i: Input): string {
       return `call_result ${i.name}#${i.index} ${i.outcome}${i.reached === false ? " (never reached)" : ""}`;
     case "sql_finished":
       return `sql_finished ${i.name}/${i.branch} ${i.ok}`;
+    case "register":
+      return `register ${i.service} on conn ${i.conn}`;
+    case "invoked":
+      return `invoked #${i.id} ${i.outcome}${i.reached === false ? " (never reached)" : ""}`;
+    case "hosted_durable":
+      return `hosted_durable ${i.key}`;
+    case "undeliverable":
+      return `undeliverable to ${i.to} (${i.code}) ${JSON.stringify(i.msg)}`;
   }
 }
 
@@ -27,13 +35,15 @@ export function describeEffect(e: Effect): string {
     case "persist":
       return `persist ${JSON.stringify(e.rec)}`;
     case "send":
-      return `send ${e.to} ${JSON.stringify(e.msg)}`;
+      return `send ${e.to}${e.ifLinked ? " (if linked)" : ""} ${JSON.stringify(e.msg)}`;
     case "reply":
       return `reply ${e.to.conn}#${e.to.id} ${JSON.stringify(e.body)}`;
     case "after":
       return `after ${describeInput(e.input)}`;
     case "call":
       return `call ${JSON.stringify(e.call)}`;
+    case "invoke":
+      return `invoke ${JSON.stringify(e.invoke)}`;
     case "finish_sql":
       return `finish_sql ${e.name}/${e.branch} ${e.outcome}`;
   }

@@ -52,9 +52,10 @@ class World {
       engine,
       wal,
       {
-        sendPeer: (to, msg) => this.sent.push({ to, msg }),
+        sendPeer: (to, msg) => void this.sent.push({ to, msg }),
         reply: (_to, body) => this.replies.push(body),
         call: (_call, done) => this.calls.push(done),
+        invoke: (_invoke, done) => this.calls.push(done),
         finishSql: (_e, done) => this.sqlDone.push(done),
         onWalFailure: (err) => {
           throw err;
