@@ -147,7 +147,7 @@ export async function startSidecar(config: SidecarConfig): Promise<Sidecar> {
     },
     register: (conn, service) => runtime.input({ k: "register", conn, service, now: Date.now() }),
     peers: () => federation.peers(),
-    callbackResult: (_conn, answer) => services.answer(answer.cb, answer),
+    callbackResult: (conn, answer) => services.answer(conn, answer.cb, answer),
     refusal: (req) => {
       if (draining) return wireError(ErrorCode.SHUTTING_DOWN, "the sidecar is shutting down; reconnect to its replacement");
       // A prepare that carries its begin, or an end that carries its join, is new work too.

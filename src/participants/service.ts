@@ -27,10 +27,10 @@ export class ServiceCalls {
     }
   }
 
-  /** A client answered callback `cb`. */
-  answer(cb: number, a: { ok: boolean; result?: unknown; error?: string; retryable?: boolean }): void {
+  /** Connection `conn` answered callback `cb`: only the connection it was sent to may settle it. */
+  answer(conn: number, cb: number, a: { ok: boolean; result?: unknown; error?: string; retryable?: boolean }): void {
     const call = this.calls.get(cb);
-    if (!call) return; // duplicate answer
+    if (!call || call.conn !== conn) return; // a duplicate, or another connection's (a stale answer after a restart, say)
     this.calls.delete(cb);
     call.resolve(a.ok ? { outcome: "ok", result: a.result } : { outcome: a.retryable === false ? "fail" : "retry", error: a.error });
   }

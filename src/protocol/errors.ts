@@ -58,7 +58,11 @@ export const wireErrorSchema = z.object({
 export type WireError = z.infer<typeof wireErrorSchema>;
 
 export function wireError(code: ErrorCode, message: string, extra: Partial<WireError> = {}): WireError {
-  return { code, message, retryable: retryableCodes.has(code), ...extra };
+  const e: WireError = { code, message, retryable: retryableCodes.has(code) };
+  // Absent fields are left out, not sent as undefined (MessagePack ext 0, which other decoders do not know).
+  if (extra.participant !== undefined) e.participant = extra.participant;
+  if (extra.reason !== undefined) e.reason = extra.reason;
+  return e;
 }
 
 /** An error raised inside the sidecar that maps one-to-one to a wire error. */

@@ -396,7 +396,7 @@ export class Orchestrator {
   }
 
   private record(o: Orch, i: number, op: StepOp, outcome: StepOutcome, result: unknown, error: string | undefined, now: number, extra: Partial<Extract<OrchestrationRecord, { r: "o.step" }>> = {}) {
-    o.done[i].push({ op, outcome, result, error, at: now, ...defined({ code: extra.code }) });
+    o.done[i].push({ op, outcome, at: now, ...defined({ result, error, code: extra.code }) });
     this.host.persist({ r: "o.step", name: o.name, index: i, op, outcome, result, error, at: now, ...extra });
   }
 

@@ -148,7 +148,11 @@ export function foldOrchestration(prev: OrchestrationSummary | BarrierSummary | 
   const p = prev as OrchestrationSummary;
   switch (rec.r) {
     case "o.step": {
-      const step: StepDone = { op: rec.op, outcome: rec.outcome, result: rec.result, error: rec.error, at: rec.at, ...(rec.code ? { code: rec.code } : {}) };
+      // Absent fields are left out (an undefined would be written as MessagePack ext 0 in status replies).
+      const step: StepDone = { op: rec.op, outcome: rec.outcome, at: rec.at };
+      if (rec.result !== undefined) step.result = rec.result;
+      if (rec.error !== undefined) step.error = rec.error;
+      if (rec.code) step.code = rec.code;
       const done = p.done.map((d, i) => (i === rec.index ? [...d, step] : d));
       const before = rec.before ? { ...p.before, [rec.index]: rec.before } : p.before;
       return { ...p, done, before };
