@@ -16,7 +16,8 @@ export const key = z.string().superRefine((k, ctx) => {
   const bad = keyProblem(k);
   if (bad) ctx.addIssue({ code: "custom", message: bad });
 });
-const reqId = z.number().int().nonnegative();
+// Ids start at 1: id 0 is what a connection-level error (FRAME_TOO_LARGE, an unreadable frame) is answered with.
+const reqId = z.number().int().positive();
 export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Za-z0-9_.-]{1,32}$ (a --db name configured on the sidecar)");
 
 export const protocolChoice = z.enum(["auto", "2pc", "saga"]);

@@ -115,6 +115,12 @@ describe("unknown fields are refused by name", () => {
     expect((await fetch(`${sc.baseUrl}/readyz`)).status).toBe(200);
   });
 
+  test("a request with id 0 is refused (id 0 answers connection-level errors only)", async () => {
+    const r = await raw({ id: 0, op: "status", name: "req-id0" });
+    expect(r).toMatchObject({ ok: false, error: { code: "BAD_REQUEST" } });
+    expect(r.error!.message).toContain("id:");
+  });
+
   test("addParticipant refuses unknown keys, the seed's snake_case ones included, in the client and in the sidecar", async () => {
     const t = await dtx.createTransaction({ name: "req-add", consistency: "eventual" });
     const snake = await refusal(t.addParticipant({ participantId: "p", endpoint: "http://127.0.0.1:1/x", supports_2pc: true } as never));
