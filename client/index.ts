@@ -68,7 +68,7 @@ export interface Client {
 export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   unknownKeys(opts, ["socket", "reconnect", "connectTimeoutMs"], "connect options");
   const services = new Services();
-  const link = connection(opts, { callback: (c, frame) => void services.serve(c, frame), opened: (c) => services.registerAll(c) });
+  const link = connection(opts, { callback: (c, frame) => void services.serve(c, frame), opened: (c) => services.registerAll(c), serving: () => services.serving });
   const { call } = link;
   const pools = new SqlPools(); // tx.sql connections, per database URL
   await link.ready();
