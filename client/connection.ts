@@ -267,8 +267,8 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
    * The current socket was lost. A client that serves callbacks gets nothing pushed to it until it is connected
    * and registered again, and may never call anything itself: so it dials again now, in the background, with
    * the same bounded retry as a call (shared with any call meanwhile), and again after backoffMaxMs for as long
-   * as the sidecar stays away, until it is back or close() is called. A sidecar that refuses for good (a
-   * protocol version it does not speak) ends the loop; the next call reports it.
+   * as the sidecar stays away, until it is back or close() is called. A sidecar that speaks another protocol
+   * version ends the loop (the next call reports it); any other refusal (one shutting down, say) is tried again.
    */
   function lost(c: Conn): void {
     if (c !== conn || closed || !reconnect || redialing || !hooks.serving()) return;
@@ -280,7 +280,7 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
             () => undefined,
             (e: unknown) => e,
           );
-          if (failure instanceof DtxClientError && !failure.retryable) return;
+          if (failure instanceof DtxClientError && failure.code === "PROTOCOL_VERSION") return;
           if (failure) await pause(backoffMaxMs);
         }
       } finally {

@@ -17,6 +17,8 @@ export const key = z.string().superRefine((k, ctx) => {
   if (bad) ctx.addIssue({ code: "custom", message: bad });
 });
 const reqId = z.number().int().nonnegative();
+/** A registered service's name (dtx.register), as `service:<name>` endpoints say it. */
+export const serviceName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$");
 export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Za-z0-9_.-]{1,32}$ (a --db name configured on the sidecar)");
 
 export const protocolChoice = z.enum(["auto", "2pc", "saga"]);
@@ -129,7 +131,7 @@ export const clientRequest = z.discriminatedUnion("op", [
   z.strictObject({ id: reqId, op: z.literal("peers") }),
   z.strictObject({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
   // Service callbacks: this connection serves a participant; the sidecar calls it with {cb, ...} frames.
-  z.strictObject({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),
+  z.strictObject({ id: reqId, op: z.literal("register"), service: serviceName }),
   z.strictObject({
     id: reqId,
     op: z.literal("callback_result"),

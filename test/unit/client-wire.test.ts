@@ -561,6 +561,22 @@ describe("client callbacks", () => {
     expect(fake.requests.find((r) => r.op === "callback_result")).toEqual({ id: 3, op: "callback_result", cb: 7, ok: true, result: { charged: 5 } });
   });
 
+  test("register refuses a service name the sidecar would refuse before sending it, and serves nothing under it", async () => {
+    const fake = fakeSidecar((req, reply) => req.key !== "held" && reply(ok(req, { found: false })));
+    const dtx = await client(fake.path);
+    const err = await dtx.register("pay ments", { action: () => null }).catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("BAD_REQUEST");
+    expect(err.message).toContain("service must match");
+    // Not kept to be registered again: the next connection's hello is followed by nothing of it.
+    const held = dtx.get("held").catch((e) => e);
+    await fake.received("get");
+    fake.dropAll();
+    expect(((await held) as { code: string }).code).toBe("CONNECTION_LOST");
+    expect(await dtx.get("a")).toBeUndefined();
+    expect(fake.ops()).toEqual(["hello", "get", "hello", "get"]);
+  });
+
   test("a client that only serves callbacks dials again by itself when its sidecar goes, backing off, and registers again", async () => {
     const first = serviceSidecar([]);
     const dtx = await client(first.path);
