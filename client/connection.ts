@@ -53,7 +53,7 @@ export class Conn {
     private readonly nextId: () => number,
     private readonly hooks: ConnectionHooks,
     /** Told once, when this socket is lost. */
-    private readonly onLost: (c: Conn) => void = () => {},
+    private readonly onLost: (c: Conn) => void,
   ) {}
 
   /** Send once there is room; pipelined with everything else in flight. */
