@@ -17,13 +17,13 @@ export const key = z.string().superRefine((k, ctx) => {
   if (bad) ctx.addIssue({ code: "custom", message: bad });
 });
 const reqId = z.number().int().nonnegative();
-/** A registered service's name (dtx.register), as `service:<name>` endpoints say it. */
-export const serviceName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$");
 export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Za-z0-9_.-]{1,32}$ (a --db name configured on the sidecar)");
 
 export const protocolChoice = z.enum(["auto", "2pc", "saga"]);
 export const consistency = z.enum(["eventual", "strong", "immediate"]);
 export const availability = z.enum(["high", "medium", "low"]);
+/** A registered service's name (dtx.register), as `service:<name>` endpoints say it. */
+export const serviceName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$");
 const durationMs = z.number().int().positive().max(7 * 24 * 3600 * 1000);
 
 export const txnState = z.enum([
