@@ -10,6 +10,7 @@ import type { LogRecord } from "../src/wal/records.ts";
 import { freePorts, waitForLinks } from "../test/helpers/federation.ts";
 import { SidecarProcess, tempDir } from "../test/helpers/sidecar-process.ts";
 import { fsyncFloor, type LatencyStats, load, stats } from "./measure.ts";
+import { startSagaCross } from "./saga-cross.ts";
 
 export interface BenchOptions {
   durationS: number;
@@ -156,7 +157,21 @@ export async function runBench(opts: BenchOptions) {
       say,
       warmUp,
     );
-    const rssPeak = Math.max(rssMb(A), rssAfterLocal, ...fed.map(rssMb));
+
+    // ---- saga-cross --------------------------------------------------------------
+    say("saga-cross: three service participants, each on its own sidecar (X, Y, Z), orchestrated from a fourth (W)");
+    const sx = await startSagaCross(root, fed, secretFile);
+    let rssW = 0;
+    let sagaCross: PathResult;
+    try {
+      sagaCross = await path(sx.op, sx.W.data, opts.concurrency, ms, say, warmUp);
+      rssW = rssMb(sx.W);
+    } finally {
+      // Gone before the baseline, which then runs beside the same processes as it did before this row.
+      for (const c of sx.clients) c.close();
+      await sx.W.cleanup();
+    }
+    const rssPeak = Math.max(rssMb(A), rssAfterLocal, rssW, ...fed.map(rssMb));
 
     // ---- baseline ------------------------------------------------------------
     say("baseline: Bun.sql beginDistributed/commitDistributed on PostgreSQL");
@@ -173,6 +188,9 @@ export async function runBench(opts: BenchOptions) {
     // The barrier runs in the engine: a step's result, its o.step and the next step's sent mark (the action
     // may run from then on) are one group commit, so three steps make four durable writes in a row.
     const sagaFloor = 4 * saga.fsyncP50Ms + 6 * uds.p50;
+    // Each step crosses a link: W's o_call, the participant's sidecar logs its sent mark, calls its service,
+    // logs the result and answers; W logs the step's o.step before the next o_call leaves (bench/saga-cross.ts).
+    const sagaCrossFloor = 10 * sagaCross.fsyncP50Ms + 6 * uds.p50 + 3 * ws.p50;
     const baselineC64 = "perSecC64" in baseline ? baseline.perSecC64 : undefined;
     const result = {
       machine: { cores: navigator.hardwareConcurrency, bun: Bun.version },
@@ -180,11 +198,12 @@ export async function runBench(opts: BenchOptions) {
         fsyncP50Ms: fsync.p50,
         udsRoundTripP50Ms: uds.p50,
         wsRoundTripP50Ms: ws.p50,
-        fsyncP50MsBesidePath: { local: local.fsyncP50Ms, cross: cross.fsyncP50Ms, saga: saga.fsyncP50Ms },
+        fsyncP50MsBesidePath: { local: local.fsyncP50Ms, cross: cross.fsyncP50Ms, saga: saga.fsyncP50Ms, sagaCross: sagaCross.fsyncP50Ms },
       },
       local,
       cross,
       saga,
+      sagaCross,
       baseline,
       footprint: { rssIdleMb: rssIdle, rssPeakMb: rssPeak, startToReadyMs, restartLargeLogMs, largeLog: { finished: 100_000, prepared: 1_000 } },
       ratios: {
@@ -193,13 +212,16 @@ export async function runBench(opts: BenchOptions) {
           local: "2 x fsync + 2 x uds (round trips: prepare carrying the begin and the put, commit; durable writes: prepared, decision)",
           cross: "5 x fsync + 2 x uds + 2.5 x ws, the critical path: the end carrying the join and the put goes to each joining sidecar (half a uds round trip; the two joins run side by side), its enlist to the coordinator and back (one ws round trip around the coordinator's durable enlist), the branch logs its prepared record and votes without being asked (half a ws round trip), the coordinator logs prepared and answers prepare (half a uds round trip), then commit (one uds round trip) around the decision record and the decision and ack (one ws round trip) around the participant's end record; durable writes: enlist, participant prepared, coordinator prepared, decision, participant end; off the path: begin (sent when the callback reads tx.context; nothing waits for its answer), and the end's answer and the prepare request, which travel while the branches log their prepared records",
           saga: "4 x fsync + 6 x uds (durable writes in a row: o.begin with the first step's sent mark; then, per step, its recorded result, its o.step and the next step's sent mark (the last step's o.end instead) in one group commit; round trips: create, the three adds (sent together, answered together), execute, and one callback per participant)",
+          sagaCross: "10 x fsync + 6 x uds + 3 x ws (three service participants, each registered on its own sidecar X, Y, Z, orchestrated from a fourth, W; durable writes in a row: o.begin on W; then, per step, the participant's sidecar's sent mark (before it calls its service) and its recorded result (before it answers), and W's o.step (before the next step's o_call leaves; the last with o.end): 4 on W and 2 on each participant's sidecar, as a sequential run's dtx_wal_fsync_ms_count shows (bun bench/saga-cross.ts); round trips: on W's socket create, the three adds (sent together, answered together) and execute, on each participant's socket one callback; over the links one o_call and its o_result per step)",
         },
         localFloorMs: round(localFloor, 3),
         crossFloorMs: round(crossFloor, 3),
         sagaFloorMs: round(sagaFloor, 3),
+        sagaCrossFloorMs: round(sagaCrossFloor, 3),
         localP50OverFloor: round(local.c1.p50 / localFloor),
         crossP50OverFloor: round(cross.c1.p50 / crossFloor),
         sagaP50OverFloor: round(saga.c1.p50 / sagaFloor),
+        sagaCrossP50OverFloor: round(sagaCross.c1.p50 / sagaCrossFloor),
         crossBestPerSecOverBaselineC64: baselineC64 ? round(cross.best.perSec / baselineC64) : null,
         crossC64OverBaselineC64: baselineC64 && cross.perSec["64"] ? round(cross.perSec["64"] / baselineC64) : null,
         localBestPerSecOverBaselineC64: baselineC64 ? round(local.best.perSec / baselineC64) : null,

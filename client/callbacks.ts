@@ -1,6 +1,6 @@
 // Services as participants (dtx.register): the handlers this client serves, and its answers to the
 // callback frames the sidecar pushes. A connection serves them from its hello on, so after a redial
-// every service is registered again.
+// every service is registered again; a client that serves any redials as soon as it loses its socket.
 import { describeZodError } from "../src/protocol/messages.ts";
 import { type CallbackFrame, callbackFrame } from "../src/protocol/replies.ts";
 import { reasonOf, unknownKeys } from "./checks.ts";
@@ -32,6 +32,11 @@ export class Services {
   add(service: string, handlers: ServiceHandlers): void {
     unknownKeys(handlers, Object.values(methods), `register("${service}") handlers`);
     this.handlers.set(service, handlers);
+  }
+
+  /** True once a service is added: the connection then redials by itself (connection.ts). */
+  get serving(): boolean {
+    return this.handlers.size > 0;
   }
 
   /** Serve again on a new connection. */

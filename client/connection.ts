@@ -1,6 +1,7 @@
 // The client's connection to its sidecar: one Unix socket, pipelined msgpack frames, replies matched by
-// id and read with their op's schema (src/protocol/replies.ts), redialed when lost. node:net, so the
-// same code runs on Node.js and on Bun (docs/decisions.md, "One client for Node.js and Bun").
+// id and read with their op's schema (src/protocol/replies.ts), redialed when lost: when next needed, or
+// at once (in the background, until close) by a client that serves callbacks. node:net, so the same code
+// runs on Node.js and on Bun (docs/decisions.md, "One client for Node.js and Bun").
 import { createConnection, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { limits, PROTOCOL_VERSION } from "../src/limits.ts";
@@ -30,6 +31,8 @@ export interface ConnectionHooks {
   callback(c: Conn, frame: Record<string, unknown>): void;
   /** Runs on every new socket after hello, before anyone else may use it. */
   opened(c: Conn): Promise<void>;
+  /** True while the client serves callbacks: then a lost socket is dialed again at once, not when next needed. */
+  serving(): boolean;
 }
 
 /** One socket to the sidecar, from hello until it is lost. */
@@ -49,6 +52,8 @@ export class Conn {
   constructor(
     private readonly nextId: () => number,
     private readonly hooks: ConnectionHooks,
+    /** Told once, when this socket is lost. */
+    private readonly onLost: (c: Conn) => void,
   ) {}
 
   /** Send once there is room; pipelined with everything else in flight. */
@@ -102,6 +107,7 @@ export class Conn {
     }
     this.pending.clear();
     for (const wake of this.slotWaiters.splice(0)) wake();
+    this.onLost(this);
   }
 
   break(error: DtxClientError): void {
@@ -192,11 +198,14 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
   let conn: Conn | undefined;
   let connecting: Promise<Conn> | undefined;
   let closed = false;
+  let redialing = false;
+  const stop = new AbortController(); // close() ends every backoff wait at once
+  const pause = (ms: number) => sleep(ms, undefined, { signal: stop.signal }).catch(() => {});
 
   const closedError = () => new ProtocolError("CLIENT_CLOSED", "the dtx client was closed; connect() again");
 
   async function dial(deadline: number): Promise<Conn> {
-    const c = new Conn(nextId, hooks);
+    const c = new Conn(nextId, hooks, lost);
     c.socket = await openSocket(path, c);
     const timer = setTimeout(
       () => c.break(new ProtocolError("TIMEOUT", `the sidecar at ${path} did not answer hello within ${connectTimeoutMs} ms`, true)),
@@ -239,7 +248,8 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
           { cause: failure },
         );
       }
-      await sleep(delay);
+      await pause(delay);
+      if (closed) throw closedError();
     }
   }
 
@@ -253,11 +263,38 @@ export function connection(opts: ConnectOptions, hooks: ConnectionHooks): Connec
     return connecting;
   }
 
+  /**
+   * The current socket was lost. A client that serves callbacks gets nothing pushed to it until it is connected
+   * and registered again, and may never call anything itself: so it dials again now, in the background, with
+   * the same bounded retry as a call (shared with any call meanwhile), and again after backoffMaxMs for as long
+   * as the sidecar stays away, until it is back or close() is called. A sidecar that speaks another protocol
+   * version ends the loop (the next call reports it); any other refusal (one shutting down, say) is tried again.
+   */
+  function lost(c: Conn): void {
+    if (c !== conn || closed || !reconnect || redialing || !hooks.serving()) return;
+    redialing = true;
+    void (async () => {
+      try {
+        while (!closed && conn?.lost) {
+          const failure = await ready().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          if (failure instanceof DtxClientError && failure.code === "PROTOCOL_VERSION") return;
+          if (failure) await pause(backoffMaxMs);
+        }
+      } finally {
+        redialing = false;
+      }
+    })();
+  }
+
   return {
     ready,
     call: async (op, args) => (await ready()).request(op, args),
     close() {
       closed = true;
+      stop.abort();
       if (!conn || conn.lost) return;
       const c = conn;
       c.lose(closedError());

@@ -2,7 +2,7 @@
 // every decision is the sidecar's. connection.ts speaks the wire, transaction.ts runs a branch's
 // callback, callbacks.ts serves registered services, sql.ts runs tx.sql.
 import type { z } from "zod";
-import { createOptionsSchema, listOptionsSchema, txnName } from "../src/protocol/messages.ts";
+import { createOptionsSchema, listOptionsSchema, serviceName, txnName } from "../src/protocol/messages.ts";
 import { orchestratedValueRefusal, participantSpec } from "../src/protocol/orchestration.ts";
 import type { ReplyOf } from "../src/protocol/replies.ts";
 import { type CallbackCall, type ServiceHandlers, Services } from "./callbacks.ts";
@@ -68,7 +68,7 @@ export interface Client {
 export async function connect(opts: ConnectOptions = {}): Promise<Client> {
   unknownKeys(opts, ["socket", "reconnect", "connectTimeoutMs"], "connect options");
   const services = new Services();
-  const link = connection(opts, { callback: (c, frame) => void services.serve(c, frame), opened: (c) => services.registerAll(c) });
+  const link = connection(opts, { callback: (c, frame) => void services.serve(c, frame), opened: (c) => services.registerAll(c), serving: () => services.serving });
   const { call } = link;
   const pools = new SqlPools(); // tx.sql connections, per database URL
   await link.ready();
@@ -94,6 +94,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<Client> {
       };
     },
     async register(service, handlers) {
+      // Refused here, before it is served: every redial registers each service again.
+      checked(serviceName, service, "register service");
       services.add(service, handlers);
       await call("register", { service });
     },

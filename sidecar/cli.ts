@@ -141,7 +141,7 @@ async function bench(argv: string[]): Promise<number> {
 function formatBench(r: Awaited<ReturnType<typeof import("../bench/bench.ts").runBench>>): string {
   const rows = [
     ["floor", `fsync p50 ${r.floor.fsyncP50Ms} ms`, `uds rtt ${r.floor.udsRoundTripP50Ms} ms`, `ws rtt ${r.floor.wsRoundTripP50Ms} ms`],
-    ...(["local", "cross", "saga"] as const).map((k) => [
+    ...(["local", "cross", "saga", "sagaCross"] as const).map((k) => [
       k,
       `p50 ${r[k].c1.p50} ms (${r.ratios[`${k}P50OverFloor`]}x floor, fsync ${r[k].fsyncP50Ms} ms)`,
       `p99 ${r[k].c1.p99} ms`,
@@ -153,7 +153,7 @@ function formatBench(r: Awaited<ReturnType<typeof import("../bench/bench.ts").ru
   const f = r.ratios.formulas;
   return [
     ...rows.map((cols) => cols.map((c, i) => String(c).padEnd(i === 0 ? 10 : 34)).join(" ").trimEnd()),
-    `floors: local = ${f.local}; cross = ${f.cross}; saga = ${f.saga}; ${f.fsync}`,
+    `floors: local = ${f.local}; cross = ${f.cross}; saga = ${f.saga}; sagaCross = ${f.sagaCross}; ${f.fsync}`,
     `cross best / baseline c64: ${r.ratios.crossBestPerSecOverBaselineC64 ?? "n/a"}; local best / baseline c64: ${r.ratios.localBestPerSecOverBaselineC64 ?? "n/a"}`,
   ].join("\n");
 }

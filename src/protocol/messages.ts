@@ -23,6 +23,8 @@ export const sqlDbName = z.string().regex(sqlDbNamePattern, "db must match ^[A-Z
 export const protocolChoice = z.enum(["auto", "2pc", "saga"]);
 export const consistency = z.enum(["eventual", "strong", "immediate"]);
 export const availability = z.enum(["high", "medium", "low"]);
+/** A registered service's name (dtx.register), as `service:<name>` endpoints say it. */
+export const serviceName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$");
 const durationMs = z.number().int().positive().max(7 * 24 * 3600 * 1000);
 
 export const txnState = z.enum([
@@ -130,7 +132,7 @@ export const clientRequest = z.discriminatedUnion("op", [
   z.strictObject({ id: reqId, op: z.literal("peers") }),
   z.strictObject({ id: reqId, op: z.literal("resolve"), name: txnName, outcome: z.enum(["commit", "rollback"]) }),
   // Service callbacks: this connection serves a participant; the sidecar calls it with {cb, ...} frames.
-  z.strictObject({ id: reqId, op: z.literal("register"), service: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "service must match ^[A-Za-z0-9_.-]{1,64}$") }),
+  z.strictObject({ id: reqId, op: z.literal("register"), service: serviceName }),
   z.strictObject({
     id: reqId,
     op: z.literal("callback_result"),

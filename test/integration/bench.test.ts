@@ -12,7 +12,7 @@ test("dtx bench --json runs briefly and reports every figure", async () => {
   expect(err).toContain("local: one sidecar"); // progress goes to stderr
   const r = JSON.parse(out);
   for (const k of ["fsyncP50Ms", "udsRoundTripP50Ms", "wsRoundTripP50Ms"]) expect(r.floor[k]).toBeGreaterThan(0);
-  for (const path of ["local", "cross", "saga"]) {
+  for (const path of ["local", "cross", "saga", "sagaCross"]) {
     expect(r[path].c1.p50).toBeGreaterThan(0);
     expect(r[path].c1.p99).toBeGreaterThan(0);
     expect(Object.keys(r[path].perSec)).toEqual(["1", "4"]);
@@ -23,8 +23,10 @@ test("dtx bench --json runs briefly and reports every figure", async () => {
   expect("perSecC64" in r.baseline || "skipped" in r.baseline).toBe(true);
   if (process.env.CI === "true") expect(r.baseline.perSecC64).toBeGreaterThan(0); // PostgreSQL is prepared by .ci/run
   for (const k of ["rssIdleMb", "rssPeakMb", "startToReadyMs", "restartLargeLogMs"]) expect(r.footprint[k]).toBeGreaterThan(0);
-  for (const k of ["localP50OverFloor", "crossP50OverFloor", "sagaP50OverFloor", "localFloorMs", "crossFloorMs"]) expect(r.ratios[k]).toBeGreaterThan(0);
+  for (const k of ["localP50OverFloor", "crossP50OverFloor", "sagaP50OverFloor", "sagaCrossP50OverFloor", "localFloorMs", "crossFloorMs", "sagaFloorMs", "sagaCrossFloorMs"]) expect(r.ratios[k]).toBeGreaterThan(0);
   expect(r.ratios.formulas.local).toContain("fsync");
+  expect(r.ratios.formulas.sagaCross).toStartWith("10 x fsync + 6 x uds + 3 x ws");
+  expect(err).toContain("saga-cross: three service participants, each on its own sidecar");
   expect(r.ratios.formulas.fsync).toContain("concurrency-1 run");
   expect(r.warmupS).toBe(0.3);
 }, 180_000);

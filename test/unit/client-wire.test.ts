@@ -7,6 +7,7 @@ import { connect, OutcomeUnknownError, ProtocolError, TransactionConflictError, 
 import { limits, PROTOCOL_VERSION } from "../../src/limits.ts";
 import { contextToken } from "../../src/protocol/token.ts";
 import { encodeFrame, FrameDecoder } from "../../src/protocol/frame.ts";
+import { waitFor } from "../helpers/sidecar-process.ts";
 
 type Req = { id: number; op: string } & Record<string, any>;
 type PeerState = { decoder: FrameDecoder; unsent: Uint8Array };
@@ -542,13 +543,13 @@ describe("client transactions", () => {
 describe("client callbacks", () => {
   const call = { op: "callback", service: "payments", method: "execute", name: "order-42", participantId: "pay", idempotencyKey: "order-42/pay/execute", payload: { amount: 5 }, context: null, action: "charge" };
   /** After register, pushes each of `frames` to the client. */
-  const serviceSidecar = (frames: object[]) =>
+  const serviceSidecar = (frames: object[], path?: string) =>
     fakeSidecar((req, reply) => {
       if (req.op === "register") {
         reply(ok(req, { service: req.service }));
         for (const f of frames) reply(f);
       } else reply(ok(req));
-    });
+    }, path);
 
   test("a callback frame runs its handler, whose result goes back as callback_result", async () => {
     const fake = serviceSidecar([{ ...call, cb: 7 }]);
@@ -558,6 +559,44 @@ describe("client callbacks", () => {
     await fake.received("callback_result");
     expect(seen).toEqual([{ name: "order-42", participantId: "pay", idempotencyKey: "order-42/pay/execute", payload: { amount: 5 }, context: null, action: "charge" }]);
     expect(fake.requests.find((r) => r.op === "callback_result")).toEqual({ id: 3, op: "callback_result", cb: 7, ok: true, result: { charged: 5 } });
+  });
+
+  test("register refuses a service name the sidecar would refuse before sending it, and serves nothing under it", async () => {
+    const fake = fakeSidecar((req, reply) => req.key !== "held" && reply(ok(req, { found: false })));
+    const dtx = await client(fake.path);
+    const err = await dtx.register("pay ments", { action: () => null }).catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("BAD_REQUEST");
+    expect(err.message).toContain("service must match");
+    // Not kept to be registered again: the next connection's hello is followed by nothing of it.
+    const held = dtx.get("held").catch((e) => e);
+    await fake.received("get");
+    fake.dropAll();
+    expect(((await held) as { code: string }).code).toBe("CONNECTION_LOST");
+    expect(await dtx.get("a")).toBeUndefined();
+    expect(fake.ops()).toEqual(["hello", "get", "hello", "get"]);
+  });
+
+  test("a client that only serves callbacks dials again by itself when its sidecar goes, backing off, and registers again", async () => {
+    const first = serviceSidecar([]);
+    const dtx = await client(first.path);
+    await dtx.register("payments", { action: () => ({ charged: 5 }) });
+    first.stop();
+    first.dropAll();
+    // The sidecar's replacement hangs up on the first dials (it is still starting), then serves.
+    const dials: number[] = [];
+    const starting = Bun.listen({ unix: first.path, socket: { open: (s) => void (dials.push(performance.now()), s.terminate()), data() {} } });
+    cleanups.push(() => starting.stop(true));
+    await waitFor(() => dials.length >= 5, 5_000, "five dials");
+    starting.stop(true);
+    const second = serviceSidecar([{ ...call, cb: 9 }], first.path);
+    await second.received("callback_result");
+    // Nothing was called: the client dialed, said hello, registered and answered the sidecar's callback.
+    expect(second.ops()).toEqual(["hello", "register", "callback_result"]);
+    expect(second.requests.find((r) => r.op === "callback_result")).toMatchObject({ cb: 9, ok: true, result: { charged: 5 } });
+    // Never a tight loop: each dial waits at least the client's backoff after the one before (20 ms, doubling).
+    const gaps = dials.slice(1, 5).map((t, i) => t - dials[i]);
+    gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(20 * 2 ** i - 2));
   });
 
   test("a callback frame the client cannot read fails for good, naming the field, and runs no handler", async () => {
